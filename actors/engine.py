@@ -1,0 +1,163 @@
+"""The engine adapter: the one place that talks to vLLM.
+
+Prefill and decode instances each own one `EngineAdapter`. It turns a `GenerationRequest`
+into a vLLM request (sampling parameters, LoRA adapter, prompt tokens), streams back
+`TokenDelta`s, aborts, and reports load. It picks dtype and KV-cache size for the device
+(float32 and `VLLM_CPU_KVCACHE_SPACE` on CPU; the model's dtype and a GPU memory fraction on
+CUDA) and needs no Ray, so tests build it directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.config import EngineConfig
+from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
+
+_FINISH_REASONS = {
+    "length": FinishReason.LENGTH,
+    "stop": FinishReason.STOP,
+    "abort": FinishReason.ABORT,
+}
+
+
+class UnknownAdapterError(KeyError):
+    """The request names a LoRA adapter this engine was not given."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    unfinished_requests: int
+    queued_tokens: int
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def engine_args(config: EngineConfig) -> dict:
+    """Keyword arguments for vLLM's engine, chosen for the device. Sets the CPU env vars."""
+    device = resolve_device(config.device)
+    args: dict = {
+        "model": str(config.model_dir),
+        "max_model_len": config.max_model_len,
+        "max_num_seqs": config.max_num_seqs,
+        "block_size": config.block_size,
+        "enforce_eager": config.enforce_eager,
+        "seed": config.seed,
+        "enable_lora": config.enable_lora,
+        "disable_log_stats": False,
+    }
+    if config.max_num_batched_tokens is not None:
+        args["max_num_batched_tokens"] = config.max_num_batched_tokens
+    if config.enable_lora:
+        args |= {"max_lora_rank": config.max_lora_rank, "max_loras": config.max_loras}
+    if config.kv_transfer is not None:
+        args["kv_transfer_config"] = config.kv_transfer
+    if device == "cpu":
+        # bfloat16 kills the worker with SIGILL on these CPUs; float32 is the safe choice.
+        args["dtype"] = "float32"
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.kv_cache_gib)
+        if config.cpu_cores is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_cores
+    else:
+        args["dtype"] = "auto"
+        args["gpu_memory_utilization"] = config.gpu_memory_utilization
+    return args
+
+
+def vllm_sampling_params(spec: SamplingSpec):
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        max_tokens=spec.max_tokens,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        top_k=spec.top_k if spec.top_k > 0 else 0,
+        seed=spec.seed,
+        stop=list(spec.stop) or None,
+        ignore_eos=spec.ignore_eos,
+        logprobs=spec.logprobs,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+class EngineAdapter:
+    """An async vLLM engine with the request model of this project."""
+
+    def __init__(self, config: EngineConfig, adapters: Mapping[str, Path] | None = None) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self._adapter_paths = dict(adapters or {})
+        self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(self._adapter_paths))}
+        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(config)))
+
+    @property
+    def adapters(self) -> list[str]:
+        return sorted(self._adapter_paths)
+
+    def add_adapter(self, name: str, path: Path) -> None:
+        """Makes a LoRA adapter available; vLLM loads its weights on first use."""
+        if name not in self._lora_ids:
+            self._lora_ids[name] = max(self._lora_ids.values(), default=0) + 1
+        self._adapter_paths[name] = Path(path)
+
+    def _lora_request(self, adapter: str | None):
+        if adapter is None:
+            return None
+        if adapter not in self._adapter_paths:
+            raise UnknownAdapterError(adapter)
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter, self._lora_ids[adapter], str(self._adapter_paths[adapter]))
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._engine.get_tokenizer().encode(text)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        """Streams the request's output; the last delta carries the finish reason."""
+        lora = self._lora_request(request.adapter)
+        if request.prompt_token_ids:
+            prompt: dict = {"prompt_token_ids": list(request.prompt_token_ids)}
+        else:
+            prompt = {"prompt": request.prompt}
+        completion_tokens = 0
+        async for output in self._engine.generate(
+            prompt, vllm_sampling_params(request.sampling), request.request_id, lora_request=lora
+        ):
+            step = output.outputs[0]
+            completion_tokens += len(step.token_ids)
+            finish = _FINISH_REASONS.get(step.finish_reason) if output.finished else None
+            if output.finished and finish is None:
+                finish = FinishReason.ERROR
+            yield TokenDelta(
+                request_id=request.request_id,
+                text=step.text,
+                token_ids=tuple(step.token_ids),
+                finish_reason=finish,
+                prompt_tokens=len(output.prompt_token_ids or ()),
+                completion_tokens=completion_tokens,
+            )
+
+    async def abort(self, request_id: str) -> None:
+        await self._engine.abort(request_id)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            unfinished_requests=self._engine.get_num_unfinished_requests(),
+            queued_tokens=self._engine.get_num_queued_tokens(),
+        )
+
+    def shutdown(self) -> None:
+        self._engine.shutdown()

@@ -1,0 +1,80 @@
+"""The request model: plain data that every stage of the request path passes along.
+
+The ingress turns an HTTP or gRPC call into a `GenerationRequest`; instances stream back
+`TokenDelta`s. Wire messages (proto/) are converted to and from these types in exactly one
+place (actors/wire.py); nothing here knows about Ray, vLLM or gRPC.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+BASE_MODEL_NAME = "base"
+
+
+class FinishReason(enum.StrEnum):
+    LENGTH = "length"
+    STOP = "stop"
+    ABORT = "abort"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingSpec:
+    """Sampling settings, validated at the front door. Greedy by default."""
+
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One generation: a prompt (text, token ids, or both) under an optional LoRA adapter."""
+
+    request_id: str
+    prompt: str = ""
+    prompt_token_ids: tuple[int, ...] = ()
+    adapter: str | None = None
+    sampling: SamplingSpec = field(default_factory=SamplingSpec)
+    trace_id: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return f"{BASE_MODEL_NAME}:{self.adapter}" if self.adapter else BASE_MODEL_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class TokenDelta:
+    """A step of the token stream; the last one of a request has `finish_reason` set."""
+
+    request_id: str
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+def parse_model_name(model: str) -> str | None:
+    """Splits an OpenAI `model` field into the adapter name; `base` alone means no adapter.
+
+    Raises ValueError for anything that is not `base` or `base:ADAPTER`.
+    """
+    head, sep, adapter = model.partition(":")
+    if head != BASE_MODEL_NAME or (sep and not adapter):
+        raise ValueError(
+            f"model must be '{BASE_MODEL_NAME}' or '{BASE_MODEL_NAME}:ADAPTER', got {model!r}"
+        )
+    return adapter or None

@@ -1,0 +1,45 @@
+"""The `tetriserve` command line: the front door for operators.
+
+Each sub-command lives in its own module of `deploy/` and plugs in through a
+`register(subparsers)` function that adds its parser and sets `func` to a callable
+taking the parsed arguments and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that each contribute top-level sub-commands, in the order `--help` lists them.
+_COMMAND_MODULES = ("deploy.make_model_cmd", "deploy.serve_cmd")
+# Modules that contribute sub-commands of `tetriserve bench`.
+_BENCH_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tetriserve",
+        description="Disaggregated LLM serving on Ray.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        _load(name).register(commands)
+    bench = commands.add_parser("bench", help="benchmarks: hardware models, workloads")
+    bench_commands = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name in _BENCH_MODULES:
+        _load(name).register(bench_commands)
+    return parser
+
+
+def _load(module_name: str):
+    return importlib.import_module(module_name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The front door: an OpenAI-compatible HTTP API served by Ray Serve.
+
+Client → this ingress (validate, tokenize, pick the adapter) → the backend actor's
+`generate` stream (the global scheduler, or one engine instance on the embedded default)
+→ tokens back as JSON or server-sent events. Bad input is answered here with a 4xx and an
+OpenAI-style error body; nothing malformed travels further.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from ray import serve
+
+from actors.wire import delta_from_wire, request_to_wire
+from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
+from deploy.openai_protocol import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    bad_request,
+    chat_body,
+    completion_body,
+    model_not_found,
+    new_id,
+    usage,
+)
+from deploy.prompt_renderer import DEFAULT_COMPLETION_TOKENS, PromptRenderer
+from tetriserve.v1 import generate_pb2
+
+app = FastAPI(title="tetriserve")
+BodyBuilder = Callable[[str, str, str, Any, dict, bool], dict]
+
+
+@app.exception_handler(APIError)
+async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _parse(request: Request, schema: type[BaseModel]) -> Any:
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise bad_request("request body must be a JSON object")
+    try:
+        return schema.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise bad_request(f"{param}: {first['msg']}", param) from None
+
+
+def _sse(payload: dict | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+@serve.deployment(name="OpenAIIngress", max_ongoing_requests=256)
+@serve.ingress(app)
+class OpenAIIngress:
+    def __init__(
+        self, backend: Any, model_dir: str, max_model_len: int, adapters: list[str]
+    ) -> None:
+        self.backend = backend
+        self.adapters = set(adapters)
+        self.renderer = PromptRenderer(Path(model_dir), max_model_len)
+
+    @app.get("/v1/models")
+    async def models(self) -> dict:
+        names = [BASE_MODEL_NAME] + [f"{BASE_MODEL_NAME}:{a}" for a in sorted(self.adapters)]
+        cards = [{"id": n, "object": "model", "owned_by": "tetriserve", "root": n} for n in names]
+        return {"object": "list", "data": cards}
+
+    @app.get("/health")
+    async def health(self) -> dict:
+        return {"status": "ok"}
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request):
+        body: CompletionRequest = await _parse(request, CompletionRequest)
+        tokens = self.renderer.completion_tokens(body.prompt)
+        max_tokens = self.renderer.max_tokens(
+            len(tokens), body.max_tokens, DEFAULT_COMPLETION_TOKENS
+        )
+        return await self._respond(body, tokens, max_tokens, "cmpl", completion_body)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        body: ChatCompletionRequest = await _parse(request, ChatCompletionRequest)
+        tokens = self.renderer.chat_tokens(body.messages)
+        max_tokens = self.renderer.max_tokens(len(tokens), body.requested_max_tokens, None)
+        return await self._respond(body, tokens, max_tokens, "chatcmpl", chat_body)
+
+    def _adapter(self, model: str) -> str | None:
+        try:
+            adapter = parse_model_name(model)
+        except ValueError:
+            raise model_not_found(model) from None
+        if adapter is not None and adapter not in self.adapters:
+            raise model_not_found(model)
+        return adapter
+
+    async def _respond(self, body, tokens: list[int], max_tokens: int, prefix: str, build):
+        request = GenerationRequest(
+            request_id=new_id(prefix),
+            prompt_token_ids=tuple(tokens),
+            adapter=self._adapter(body.model),
+            sampling=body.sampling(max_tokens),
+        )
+        deltas = self._stream(request)
+        if body.stream:
+            events = self._events(request, body, deltas, build)
+            return StreamingResponse(events, media_type="text/event-stream")
+        text, last = [], None
+        async for delta in deltas:
+            text.append(delta.text)
+            last = delta
+        use = usage(len(tokens), last.completion_tokens if last else 0)
+        reason = last.finish_reason if last else None
+        return build(request.request_id, body.model, "".join(text), reason, use, False)
+
+    async def _events(
+        self, request: GenerationRequest, body, deltas: AsyncIterator[TokenDelta], build
+    ) -> AsyncIterator[str]:
+        try:
+            async for delta in deltas:
+                yield _sse(
+                    build(request.request_id, body.model, delta.text, delta.finish_reason, {}, True)
+                )
+                if delta.finished and body.include_usage:
+                    use = usage(len(request.prompt_token_ids), delta.completion_tokens)
+                    chunk = build(request.request_id, body.model, "", None, use, True)
+                    chunk["choices"] = []
+                    yield _sse(chunk)
+        except APIError as exc:
+            yield _sse(exc.body())
+        yield _sse("[DONE]")
+
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        """The backend's token stream; an error it reports becomes an APIError."""
+        stream = self.backend.generate.options(num_returns="streaming").remote(
+            request_to_wire(request).SerializeToString()
+        )
+        finished = False
+        try:
+            async for ref in stream:
+                delta = delta_from_wire(generate_pb2.GenerateResponse.FromString(await ref))
+                if delta.error:
+                    raise APIError(500, delta.error, "InternalServerError")
+                finished = delta.finished
+                yield delta
+        finally:
+            if not finished:
+                self.backend.abort.remote(request.request_id)

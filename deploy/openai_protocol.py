@@ -1,0 +1,167 @@
+"""The OpenAI-compatible wire format of the front door: request schemas and response bodies.
+
+Requests are validated here (types and ranges) before anything reaches a scheduler; a
+failure becomes an `APIError` that the app renders as an OpenAI-style error body.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cluster.request import FinishReason, SamplingSpec
+
+MAX_LOGPROBS = 0  # log-probabilities are not served yet; any positive request is refused
+
+
+class APIError(Exception):
+    """An error with its HTTP status and OpenAI error type."""
+
+    def __init__(self, status: int, message: str, kind: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
+
+
+def bad_request(message: str, param: str | None = None) -> APIError:
+    return APIError(400, message, "BadRequestError", param)
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+
+
+class _SamplingFields(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1)
+    n: int = Field(default=1, ge=1, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    ignore_eos: bool = False
+    logprobs: int | bool | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _logprobs_in_range(cls, value: int | bool | None) -> int | bool | None:
+        if value is not None and int(value) > MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be at most {MAX_LOGPROBS} on this server")
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def sampling(self, max_tokens: int) -> SamplingSpec:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return SamplingSpec(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=max(self.top_k or 0, 0),
+            seed=self.seed,
+            stop=stop,
+            ignore_eos=self.ignore_eos,
+        )
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[int]
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_empty(cls, value: str | list[int]) -> str | list[int]:
+        if len(value) == 0:
+            raise ValueError("prompt must not be empty")
+        return value
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def finish_reason(reason: FinishReason | None) -> str | None:
+    return None if reason is None else str(reason)
+
+
+def completion_body(
+    request_id: str, model: str, text: str, reason: FinishReason | None, use: dict, chunk: bool
+) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason(reason)}
+        ],
+        **({} if chunk and not use else {"usage": use}),
+    }
+
+
+def chat_body(
+    request_id: str, model: str, text: str, reason: FinishReason | None, use: dict, chunk: bool
+) -> dict[str, Any]:
+    if chunk:
+        choice = {"index": 0, "delta": {"role": "assistant", "content": text}}
+    else:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
+    choice |= {"logprobs": None, "finish_reason": finish_reason(reason)}
+    return {
+        "id": request_id,
+        "object": "chat.completion.chunk" if chunk else "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        **({} if chunk and not use else {"usage": use}),
+    }

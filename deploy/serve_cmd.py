@@ -1,0 +1,58 @@
+"""`tetriserve serve`: starts (or joins) a Ray cluster and runs the app in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from cluster.config import DeploymentConfig
+
+APP_NAME = "tetriserve"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve the OpenAI-compatible API")
+    parser.add_argument("--model", type=Path, default=None, help="model directory (default: tiny)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=9000)
+    parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--kv-cache-gib", type=int, default=1)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
+    return DeploymentConfig(
+        model_dir=args.model,
+        host=args.host,
+        port=args.port,
+        grpc_port=args.grpc_port,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+        device=args.device,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from deploy.app_builder import build_app
+
+    config = config_from_args(args)
+    ray.init(namespace=APP_NAME, ignore_reinit_error=True)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+    print(f"tetriserve: OpenAI API on http://{config.host}:{config.port}/v1 (Ctrl-C stops)")
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    print("tetriserve: shutting down")
+    serve.shutdown()
+    ray.shutdown()
+    return 0

@@ -1,0 +1,138 @@
+"""`tetriserve serve` as a user runs it: the official OpenAI client, streaming and not, bad
+input answered with OpenAI-style 4xx errors, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+STARTUP_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    home = tmp_path_factory.mktemp("home")
+    log = (home / "serve.log").open("w")
+    cli = Path(sys.executable).parent / "tetriserve"
+    process = subprocess.Popen(
+        [str(cli), "serve", "--port", str(port)],
+        env={**os.environ, "TETRISERVE_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(2)
+    else:
+        process.kill()
+        pytest.fail(f"server did not come up:\n{(home / 'serve.log').read_text()[-4000:]}")
+    yield base
+    process.send_signal(signal.SIGINT)
+    try:
+        assert process.wait(timeout=120) == 0
+    finally:
+        process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+def test_models_lists_base_and_every_adapter(client: openai.OpenAI) -> None:
+    names = {model.id for model in client.models.list()}
+    assert names == {"base", "base:r8", "base:r16", "base:r32", "base:r64"}
+
+
+def test_completion_streaming_and_not_agree(client: openai.OpenAI) -> None:
+    args = {"model": "base:r8", "prompt": "Hello there", "max_tokens": 10, "temperature": 0}
+    whole = client.completions.create(**args)
+    chunks = list(client.completions.create(**args, stream=True))
+    assert whole.choices[0].text
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert whole.choices[0].finish_reason == chunks[-1].choices[0].finish_reason == "length"
+    assert whole.usage.completion_tokens == 10
+
+
+def test_adapter_changes_the_completion(client: openai.OpenAI) -> None:
+    texts = {
+        model: client.completions.create(
+            model=model, prompt="Hello there", max_tokens=10, temperature=0
+        )
+        .choices[0]
+        .text
+        for model in ("base", "base:r64")
+    }
+    assert texts["base"] != texts["base:r64"]
+
+
+def test_chat_streaming_and_not_agree(client: openai.OpenAI) -> None:
+    args = {
+        "model": "base",
+        "messages": [{"role": "user", "content": "Say something."}],
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+    whole = client.chat.completions.create(**args)
+    chunks = list(client.chat.completions.create(**args, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert whole.choices[0].message.content
+    assert streamed == whole.choices[0].message.content
+
+
+BAD_REQUESTS = {
+    "malformed json": ("/v1/completions", b"{bad", 400),
+    "unknown adapter": ("/v1/completions", {"model": "base:nope", "prompt": "x"}, 404),
+    "unknown model": ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404),
+    "max_tokens zero": ("/v1/completions", {"model": "base", "prompt": "x", "max_tokens": 0}, 400),
+    "prompt over context": ("/v1/completions", {"model": "base", "prompt": "word " * 5000}, 400),
+    "n out of range": ("/v1/completions", {"model": "base", "prompt": "x", "n": 5}, 400),
+    "logprobs out of range": (
+        "/v1/completions",
+        {"model": "base", "prompt": "x", "logprobs": 50},
+        400,
+    ),
+    "missing messages": ("/v1/chat/completions", {"model": "base"}, 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_input_gets_openai_error_and_server_keeps_serving(
+    server: str, client: openai.OpenAI, case: str
+) -> None:
+    path, body, status = BAD_REQUESTS[case]
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(
+        server + path, content=content, headers={"content-type": "application/json"}, timeout=60
+    )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["message"] and error["type"]
+    after = client.completions.create(model="base", prompt="still up?", max_tokens=2)
+    assert after.usage.completion_tokens == 2
