@@ -1,0 +1,1 @@
+"""Storm: the RDMA dataplane for small metadata lookups and transactions."""
