@@ -73,7 +73,7 @@ def engine_args(config: EngineConfig) -> dict:
     return args
 
 
-def vllm_sampling_params(spec: SamplingSpec):
+def vllm_sampling_params(spec: SamplingSpec, kv_transfer_params: dict | None = None):
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -87,6 +87,7 @@ def vllm_sampling_params(spec: SamplingSpec):
         ignore_eos=spec.ignore_eos,
         logprobs=spec.logprobs,
         output_kind=RequestOutputKind.DELTA,
+        extra_args={"kv_transfer_params": kv_transfer_params} if kv_transfer_params else None,
     )
 
 
@@ -125,16 +126,22 @@ class EngineAdapter:
     def tokenize(self, text: str) -> list[int]:
         return self._engine.get_tokenizer().encode(text)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        """Streams the request's output; the last delta carries the finish reason."""
+    async def generate(
+        self, request: GenerationRequest, kv_transfer_params: dict | None = None
+    ) -> AsyncIterator[TokenDelta]:
+        """Streams the request's output; the last delta carries the finish reason.
+
+        `kv_transfer_params` instructs the engine's KV connector (produce or consume KV).
+        """
         lora = self._lora_request(request.adapter)
         if request.prompt_token_ids:
             prompt: dict = {"prompt_token_ids": list(request.prompt_token_ids)}
         else:
             prompt = {"prompt": request.prompt}
         completion_tokens = 0
+        params = vllm_sampling_params(request.sampling, kv_transfer_params)
         async for output in self._engine.generate(
-            prompt, vllm_sampling_params(request.sampling), request.request_id, lora_request=lora
+            prompt, params, request.request_id, lora_request=lora
         ):
             step = output.outputs[0]
             completion_tokens += len(step.token_ids)
@@ -148,6 +155,7 @@ class EngineAdapter:
                 finish_reason=finish,
                 prompt_tokens=len(output.prompt_token_ids or ()),
                 completion_tokens=completion_tokens,
+                cached_tokens=output.num_cached_tokens or 0,
             )
 
     async def abort(self, request_id: str) -> None:

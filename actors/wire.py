@@ -7,6 +7,10 @@ by hand.
 
 from __future__ import annotations
 
+import time
+
+from cluster.kv_pages import PageHandle, PageKey
+from cluster.placement import InstanceLoad
 from cluster.request import (
     FinishReason,
     GenerationRequest,
@@ -14,7 +18,7 @@ from cluster.request import (
     TokenDelta,
     parse_model_name,
 )
-from tetriserve.v1 import generate_pb2
+from tetriserve.v1 import generate_pb2, kv_pb2, scheduling_pb2
 
 _FINISH_TO_WIRE = {
     None: generate_pb2.FINISH_REASON_UNSPECIFIED,
@@ -84,6 +88,7 @@ def delta_to_wire(delta: TokenDelta) -> generate_pb2.GenerateResponse:
         prompt_tokens=delta.prompt_tokens,
         completion_tokens=delta.completion_tokens,
         error=delta.error,
+        cached_tokens=delta.cached_tokens,
     )
 
 
@@ -96,4 +101,65 @@ def delta_from_wire(msg: generate_pb2.GenerateResponse) -> TokenDelta:
         prompt_tokens=msg.prompt_tokens,
         completion_tokens=msg.completion_tokens,
         error=msg.error,
+        cached_tokens=msg.cached_tokens,
+    )
+
+
+def load_to_wire(load: InstanceLoad, role: int) -> scheduling_pb2.LoadReport:
+    return scheduling_pb2.LoadReport(
+        instance_id=load.instance_id,
+        role=role,
+        queued_requests=load.queued,
+        running_requests=load.running,
+        free_kv_tokens=load.free_kv_tokens,
+        heavy_decodes=load.heavy_decodes,
+        light_decodes=load.light_decodes,
+        reported_at_unix_s=time.time(),
+    )
+
+
+def load_from_wire(msg: scheduling_pb2.LoadReport) -> InstanceLoad:
+    return InstanceLoad(
+        instance_id=msg.instance_id,
+        queued=msg.queued_requests,
+        running=msg.running_requests,
+        free_kv_tokens=msg.free_kv_tokens,
+        heavy_decodes=msg.heavy_decodes,
+        light_decodes=msg.light_decodes,
+    )
+
+
+def key_to_wire(key: PageKey) -> kv_pb2.KVPageKey:
+    return kv_pb2.KVPageKey(
+        model=key.model,
+        adapter=key.adapter,
+        prefix_hash=key.prefix_hash,
+        block_index=key.block_index,
+    )
+
+
+def key_from_wire(msg: kv_pb2.KVPageKey) -> PageKey:
+    return PageKey(msg.model, msg.adapter, msg.prefix_hash, msg.block_index)
+
+
+def handle_to_wire(handle: PageHandle) -> kv_pb2.KVPageHandle:
+    msg = kv_pb2.KVPageHandle(
+        memory_node=handle.memory_node,
+        tenant=handle.tenant,
+        virtual_address=handle.virtual_address,
+        length=handle.length,
+        checksum=handle.checksum,
+    )
+    if handle.key is not None:
+        msg.key.CopyFrom(key_to_wire(handle.key))
+    return msg
+
+
+def handle_from_wire(msg: kv_pb2.KVPageHandle) -> PageHandle | None:
+    """The handle, or None for the empty handle that stands for "no page"."""
+    if msg.length == 0:
+        return None
+    key = key_from_wire(msg.key) if msg.HasField("key") else None
+    return PageHandle(
+        key, msg.memory_node, msg.tenant, msg.virtual_address, msg.length, msg.checksum
     )

@@ -52,3 +52,11 @@ class DeploymentConfig(BaseModel):
     max_model_len: PositiveInt = 1024
     kv_cache_gib: PositiveInt = 1
     device: Device = "auto"
+    prefill: PositiveInt = 1
+    decode: PositiveInt = 1
+    memory_nodes: PositiveInt = 1
+    # True: one engine runs whole requests (no disaggregation), as plain vLLM would.
+    colocated: bool = False
+    max_outstanding: PositiveInt = 256
+    # Tokens per prefill forward pass (ChunkSize); None keeps the engine's own budget.
+    chunk_tokens: PositiveInt | None = None

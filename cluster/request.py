@@ -60,6 +60,8 @@ class TokenDelta:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Prompt tokens whose KV the engine did not compute (prefix cache or KV transfer).
+    cached_tokens: int = 0
     error: str = ""
 
     @property

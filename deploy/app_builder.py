@@ -1,50 +1,136 @@
-"""Builds the Serve application: the backend actors and the OpenAI ingress in front of them.
+"""Builds the Serve application: the actors of the request path and the ingress in front.
 
-`build_app` is used by `tetriserve serve`; `app_from_args` is the Serve application builder
-that `serve run deploy/serve_config.yaml` calls with the config file's `args`.
+Disaggregated (the default): memory nodes, a SuperNIC switch in front of them, the LoRA
+adapter store, prefill instances (KV producers), decode instances (KV consumers) and the
+global scheduler. Colocated: one engine instance runs whole requests. `app_from_args` is the
+Serve application builder that `serve run deploy/serve_config.yaml` calls.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 import ray
 from ray import serve
 
+from actors.adapter_store import LoRAAdapterStore
+from actors.decode_instance import DecodeInstance
+from actors.engine import resolve_device
 from actors.engine_instance import EngineInstance
-from cluster.checkpoint import inspect_checkpoint
+from actors.global_scheduler import GlobalScheduler
+from actors.memory_node import MemoryNode
+from actors.prefill_instance import PrefillInstance
+from actors.request_path import ColocatedPath, DisaggregatedPath
+from actors.supernic_switch import SuperNICSwitch
+from cluster.checkpoint import CheckpointInfo, inspect_checkpoint
 from cluster.config import DeploymentConfig, EngineConfig
+from cluster.kv_pages import PageLayout
 from cluster.model_factory import ensure_model
 from deploy.openai_app import OpenAIIngress
 
-BACKEND_ACTOR_NAME = "tetriserve-backend"
+KV_CONNECTOR = {
+    "kv_connector": "TetriserveConnector",
+    "kv_connector_module_path": "actors.kv_connector",
+    "kv_load_failure_policy": "recompute",
+}
 
 
-def resolve_model_dir(config: DeploymentConfig) -> Path:
-    return config.model_dir if config.model_dir is not None else ensure_model("tiny")
+def _actor(cls: type, name: str) -> Any:
+    # Engines bind to cores explicitly (EngineConfig.cpu_cores); Ray's CPU accounting would
+    # only keep a small machine from starting every actor, so no actor claims a logical CPU.
+    return ray.remote(cls).options(name=name, num_cpus=0, max_concurrency=1000)
+
+
+def _engine_config(
+    config: DeploymentConfig,
+    checkpoint: CheckpointInfo,
+    core: int,
+    kv_role: str | None,
+    address: str,
+) -> EngineConfig:
+    kv_transfer = None
+    if kv_role is not None:
+        extra = {"switch_address": address}
+        kv_transfer = {**KV_CONNECTOR, "kv_role": kv_role, "kv_connector_extra_config": extra}
+    return EngineConfig(
+        model_dir=checkpoint.model_dir,
+        device=config.device,
+        max_model_len=min(config.max_model_len, checkpoint.max_model_len),
+        kv_cache_gib=config.kv_cache_gib,
+        max_lora_rank=max(checkpoint.max_adapter_rank, 8),
+        cpu_cores=str(core % (os.cpu_count() or 1)),
+        kv_transfer=kv_transfer,
+    )
+
+
+def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> ColocatedPath:
+    engine = _engine_config(config, checkpoint, 0, None, "")
+    engine = engine.model_copy(update={"cpu_cores": None})
+    adapters = {name: info.path for name, info in checkpoint.adapters.items()}
+    instance = _actor(EngineInstance, "engine-0").remote(engine, adapters)
+    ray.get(instance.ready.remote())
+    return ColocatedPath(instance)
+
+
+def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> DisaggregatedPath:
+    nodes = {
+        f"memory-{i}": _actor(MemoryNode, f"memory-{i}").remote(f"memory-{i}")
+        for i in range(config.memory_nodes)
+    }
+    switch = _actor(SuperNICSwitch, "switch-0").remote(nodes)
+    address = ray.get(switch.address.remote())
+    store = _actor(LoRAAdapterStore, "adapter-store").remote(checkpoint.adapters)
+    model_id = str(checkpoint.model_dir)
+    engine = _engine_config(config, checkpoint, 0, "kv_producer", address)
+    layout = PageLayout(
+        num_layers=checkpoint.num_layers,
+        num_kv_heads=checkpoint.num_kv_heads,
+        head_dim=checkpoint.head_dim,
+        block_size=engine.block_size,
+        dtype_bytes=4 if resolve_device(config.device) == "cpu" else 2,
+    )
+    prefill = {
+        f"prefill-{i}": _actor(PrefillInstance, f"prefill-{i}").remote(
+            f"prefill-{i}",
+            _engine_config(config, checkpoint, i, "kv_producer", address).model_copy(
+                update={"max_num_batched_tokens": config.chunk_tokens}
+            ),
+            model_id,
+            address,
+            layout,
+            store,
+        )
+        for i in range(config.prefill)
+    }
+    decode = {
+        f"decode-{i}": _actor(DecodeInstance, f"decode-{i}").remote(
+            f"decode-{i}",
+            _engine_config(config, checkpoint, config.prefill + i, "kv_consumer", address),
+            model_id,
+            address,
+            store,
+        )
+        for i in range(config.decode)
+    }
+    ray.get([h.load_report.remote() for h in (*prefill.values(), *decode.values())])
+    scheduler = _actor(GlobalScheduler, "global-scheduler").remote(
+        prefill,
+        decode,
+        max_outstanding=config.max_outstanding,
+        infrastructure={"switch-0": switch, "adapter-store": store, **nodes},
+    )
+    return DisaggregatedPath(scheduler, prefill, decode)
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:
-    model_dir = resolve_model_dir(config)
+    model_dir = config.model_dir if config.model_dir is not None else ensure_model("tiny")
     checkpoint = inspect_checkpoint(model_dir)
+    builder = _colocated_path if config.colocated else _disaggregated_path
+    path = builder(config, checkpoint)
     max_model_len = min(config.max_model_len, checkpoint.max_model_len)
-    adapters = {name: info.path for name, info in checkpoint.adapters.items()}
-    engine = EngineConfig(
-        model_dir=model_dir,
-        device=config.device,
-        max_model_len=max_model_len,
-        kv_cache_gib=config.kv_cache_gib,
-        max_lora_rank=max((a.rank for a in checkpoint.adapters.values()), default=8),
-    )
-    backend = (
-        ray.remote(EngineInstance)
-        .options(name=BACKEND_ACTOR_NAME, num_cpus=1, lifetime=None)
-        .remote(engine, adapters)
-    )
-    ray.get(backend.ready.remote())
     return OpenAIIngress.options(ray_actor_options={"num_cpus": 0}).bind(
-        backend, str(model_dir), max_model_len, sorted(adapters)
+        path, str(model_dir), max_model_len, sorted(checkpoint.adapters)
     )
 
 

@@ -1,8 +1,8 @@
 """The front door: an OpenAI-compatible HTTP API served by Ray Serve.
 
-Client → this ingress (validate, tokenize, pick the adapter) → the backend actor's
-`generate` stream (the global scheduler, or one engine instance on the embedded default)
-→ tokens back as JSON or server-sent events. Bad input is answered here with a 4xx and an
+Client → this ingress (validate, tokenize, pick the adapter) → the request path
+(actors/request_path.py: scheduler, prefill, decode) → tokens back as JSON or server-sent
+events. Bad input is answered here with a 4xx and an
 OpenAI-style error body; nothing malformed travels further.
 """
 
@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 
-from actors.wire import delta_from_wire, request_to_wire
+from actors.global_scheduler import Overloaded
 from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
 from deploy.openai_protocol import (
     APIError,
@@ -32,7 +32,6 @@ from deploy.openai_protocol import (
     usage,
 )
 from deploy.prompt_renderer import DEFAULT_COMPLETION_TOKENS, PromptRenderer
-from tetriserve.v1 import generate_pb2
 
 app = FastAPI(title="tetriserve")
 BodyBuilder = Callable[[str, str, str, Any, dict, bool], dict]
@@ -58,6 +57,12 @@ async def _parse(request: Request, schema: type[BaseModel]) -> Any:
         raise bad_request(f"{param}: {first['msg']}", param) from None
 
 
+async def _chain(first: TokenDelta, rest: AsyncIterator[TokenDelta]) -> AsyncIterator[TokenDelta]:
+    yield first
+    async for delta in rest:
+        yield delta
+
+
 def _sse(payload: dict | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
@@ -65,10 +70,8 @@ def _sse(payload: dict | str) -> str:
 @serve.deployment(name="OpenAIIngress", max_ongoing_requests=256)
 @serve.ingress(app)
 class OpenAIIngress:
-    def __init__(
-        self, backend: Any, model_dir: str, max_model_len: int, adapters: list[str]
-    ) -> None:
-        self.backend = backend
+    def __init__(self, path: Any, model_dir: str, max_model_len: int, adapters: list[str]) -> None:
+        self.path = path
         self.adapters = set(adapters)
         self.renderer = PromptRenderer(Path(model_dir), max_model_len)
 
@@ -115,11 +118,14 @@ class OpenAIIngress:
             sampling=body.sampling(max_tokens),
         )
         deltas = self._stream(request)
+        # The first step arrives before any byte is sent, so that a refusal (429) or a
+        # failure before the first token is answered with its own status code.
+        first = await anext(deltas)
         if body.stream:
-            events = self._events(request, body, deltas, build)
+            events = self._events(request, body, _chain(first, deltas), build)
             return StreamingResponse(events, media_type="text/event-stream")
         text, last = [], None
-        async for delta in deltas:
+        async for delta in _chain(first, deltas):
             text.append(delta.text)
             last = delta
         use = usage(len(tokens), last.completion_tokens if last else 0)
@@ -144,18 +150,11 @@ class OpenAIIngress:
         yield _sse("[DONE]")
 
     async def _stream(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        """The backend's token stream; an error it reports becomes an APIError."""
-        stream = self.backend.generate.options(num_returns="streaming").remote(
-            request_to_wire(request).SerializeToString()
-        )
-        finished = False
+        """The request path's token stream; an error it reports becomes an APIError."""
         try:
-            async for ref in stream:
-                delta = delta_from_wire(generate_pb2.GenerateResponse.FromString(await ref))
+            async for delta in self.path.generate(request):
                 if delta.error:
                     raise APIError(500, delta.error, "InternalServerError")
-                finished = delta.finished
                 yield delta
-        finally:
-            if not finished:
-                self.backend.abort.remote(request.request_id)
+        except Overloaded as exc:
+            raise APIError(429, str(exc), "RateLimitError") from None

@@ -21,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--kv-cache-gib", type=int, default=1)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--prefill", type=int, default=1, help="prefill instances")
+    parser.add_argument("--decode", type=int, default=1, help="decode instances")
+    parser.add_argument("--memory-nodes", type=int, default=1, help="memory nodes")
+    parser.add_argument(
+        "--colocated", action="store_true", help="one engine runs whole requests (no P/D split)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -33,6 +39,10 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         max_model_len=args.max_model_len,
         kv_cache_gib=args.kv_cache_gib,
         device=args.device,
+        prefill=args.prefill,
+        decode=args.decode,
+        memory_nodes=args.memory_nodes,
+        colocated=args.colocated,
     )
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tetriserve/v1/kv.proto\x12\rtetriserve.v1\"U\n\tKVPageKey\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x13\n\x0bprefix_hash\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62lock_index\x18\x04 \x01(\r\"\x95\x01\n\x0cKVPageHandle\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tetriserve.v1.KVPageKey\x12\x13\n\x0bmemory_node\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\r\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\r\"\x8a\x01\n\x07KVLease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12*\n\x05pages\x18\x03 \x03(\x0b\x32\x1b.tetriserve.v1.KVPageHandle\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x65xpires_at_unix_s\x18\x05 \x01(\x01\".\n\x0c\x41llocRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\"9\n\nAllocReply\x12\x17\n\x0fvirtual_address\x18\x01 \x01(\x04\x12\x12\n\nlatency_ns\x18\x02 \x01(\x04\"6\n\x0b\x46reeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\"\x1f\n\tFreeReply\x12\x12\n\nlatency_ns\x18\x01 \x01(\x04\"F\n\x0bReadRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\"-\n\tReadReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nlatency_ns\x18\x02 \x01(\x04\"E\n\x0cWriteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\" \n\nWriteReply\x12\x12\n\nlatency_ns\x18\x01 \x01(\x04\"G\n\x0bLockRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\x12\x0f\n\x07release\x18\x03 \x01(\x08\"1\n\tLockReply\x12\x10\n\x08\x61\x63quired\x18\x01 \x01(\x08\x12\x12\n\nlatency_ns\x18\x02 \x01(\x04\"\x1e\n\x0c\x46\x65nceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\" \n\nFenceReply\x12\x12\n\nlatency_ns\x18\x01 \x01(\x04\x32\x89\x03\n\nMemoryNode\x12?\n\x05\x41lloc\x12\x1b.tetriserve.v1.AllocRequest\x1a\x19.tetriserve.v1.AllocReply\x12<\n\x04\x46ree\x12\x1a.tetriserve.v1.FreeRequest\x1a\x18.tetriserve.v1.FreeReply\x12<\n\x04Read\x12\x1a.tetriserve.v1.ReadRequest\x1a\x18.tetriserve.v1.ReadReply\x12?\n\x05Write\x12\x1b.tetriserve.v1.WriteRequest\x1a\x19.tetriserve.v1.WriteReply\x12<\n\x04Lock\x12\x1a.tetriserve.v1.LockRequest\x1a\x18.tetriserve.v1.LockReply\x12?\n\x05\x46\x65nce\x12\x1b.tetriserve.v1.FenceRequest\x1a\x19.tetriserve.v1.FenceReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tetriserve/v1/kv.proto\x12\rtetriserve.v1\"U\n\tKVPageKey\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x13\n\x0bprefix_hash\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62lock_index\x18\x04 \x01(\r\"\x95\x01\n\x0cKVPageHandle\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tetriserve.v1.KVPageKey\x12\x13\n\x0bmemory_node\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\r\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\r\"\x8a\x01\n\x07KVLease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12*\n\x05pages\x18\x03 \x03(\x0b\x32\x1b.tetriserve.v1.KVPageHandle\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x65xpires_at_unix_s\x18\x05 \x01(\x01\"j\n\x0c\x41llocRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12%\n\x03key\x18\x03 \x01(\x0b\x32\x18.tetriserve.v1.KVPageKey\x12\x13\n\x0bmemory_node\x18\x04 \x01(\t\"^\n\nAllocReply\x12+\n\x06handle\x18\x01 \x01(\x0b\x32\x1b.tetriserve.v1.KVPageHandle\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\x12\x12\n\nlatency_ns\x18\x03 \x01(\x04\"K\n\x0b\x46reeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\x12\x13\n\x0bmemory_node\x18\x03 \x01(\t\"\x1f\n\tFreeReply\x12\x12\n\nlatency_ns\x18\x01 \x01(\x04\"[\n\x0bReadRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x13\n\x0bmemory_node\x18\x04 \x01(\t\"-\n\tReadReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nlatency_ns\x18\x02 \x01(\x04\"Z\n\x0cWriteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0bmemory_node\x18\x04 \x01(\t\" \n\nWriteReply\x12\x12\n\nlatency_ns\x18\x01 \x01(\x04\"\\\n\x0bLockRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x17\n\x0fvirtual_address\x18\x02 \x01(\x04\x12\x0f\n\x07release\x18\x03 \x01(\x08\x12\x13\n\x0bmemory_node\x18\x04 \x01(\t\"1\n\tLockReply\x12\x10\n\x08\x61\x63quired\x18\x01 \x01(\x08\x12\x12\n\nlatency_ns\x18\x02 \x01(\x04\"3\n\x0c\x46\x65nceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12\x13\n\x0bmemory_node\x18\x02 \x01(\t\" \n\nFenceReply\x12\x12\n\nlatency_ns\x18\x01 \x01(\x04\"\\\n\rLookupRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\x04\x12&\n\x04keys\x18\x02 \x03(\x0b\x32\x18.tetriserve.v1.KVPageKey\x12\x13\n\x0bmemory_node\x18\x03 \x01(\t\"O\n\x0bLookupReply\x12,\n\x07handles\x18\x01 \x03(\x0b\x32\x1b.tetriserve.v1.KVPageHandle\x12\x12\n\nlatency_ns\x18\x02 \x01(\x04\"t\n\x11GrantLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\x04\x12\x19\n\x11virtual_addresses\x18\x03 \x03(\x04\x12\r\n\x05ttl_s\x18\x04 \x01(\x01\x12\x13\n\x0bmemory_node\x18\x05 \x01(\t\",\n\x0fGrantLeaseReply\x12\x19\n\x11\x65xpires_at_unix_s\x18\x01 \x01(\x01\"<\n\x13ReleaseLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x13\n\x0bmemory_node\x18\x02 \x01(\t\"(\n\x11ReleaseLeaseReply\x12\x13\n\x0bpages_freed\x18\x01 \x01(\r2\xf3\x04\n\nMemoryNode\x12?\n\x05\x41lloc\x12\x1b.tetriserve.v1.AllocRequest\x1a\x19.tetriserve.v1.AllocReply\x12<\n\x04\x46ree\x12\x1a.tetriserve.v1.FreeRequest\x1a\x18.tetriserve.v1.FreeReply\x12<\n\x04Read\x12\x1a.tetriserve.v1.ReadRequest\x1a\x18.tetriserve.v1.ReadReply\x12?\n\x05Write\x12\x1b.tetriserve.v1.WriteRequest\x1a\x19.tetriserve.v1.WriteReply\x12<\n\x04Lock\x12\x1a.tetriserve.v1.LockRequest\x1a\x18.tetriserve.v1.LockReply\x12?\n\x05\x46\x65nce\x12\x1b.tetriserve.v1.FenceRequest\x1a\x19.tetriserve.v1.FenceReply\x12\x42\n\x06Lookup\x12\x1c.tetriserve.v1.LookupRequest\x1a\x1a.tetriserve.v1.LookupReply\x12N\n\nGrantLease\x12 .tetriserve.v1.GrantLeaseRequest\x1a\x1e.tetriserve.v1.GrantLeaseReply\x12T\n\x0cReleaseLease\x12\".tetriserve.v1.ReleaseLeaseRequest\x1a .tetriserve.v1.ReleaseLeaseReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,29 +38,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KVLEASE']._serialized_start=281
   _globals['_KVLEASE']._serialized_end=419
   _globals['_ALLOCREQUEST']._serialized_start=421
-  _globals['_ALLOCREQUEST']._serialized_end=467
-  _globals['_ALLOCREPLY']._serialized_start=469
-  _globals['_ALLOCREPLY']._serialized_end=526
-  _globals['_FREEREQUEST']._serialized_start=528
-  _globals['_FREEREQUEST']._serialized_end=582
-  _globals['_FREEREPLY']._serialized_start=584
-  _globals['_FREEREPLY']._serialized_end=615
-  _globals['_READREQUEST']._serialized_start=617
-  _globals['_READREQUEST']._serialized_end=687
-  _globals['_READREPLY']._serialized_start=689
-  _globals['_READREPLY']._serialized_end=734
-  _globals['_WRITEREQUEST']._serialized_start=736
-  _globals['_WRITEREQUEST']._serialized_end=805
-  _globals['_WRITEREPLY']._serialized_start=807
-  _globals['_WRITEREPLY']._serialized_end=839
-  _globals['_LOCKREQUEST']._serialized_start=841
-  _globals['_LOCKREQUEST']._serialized_end=912
-  _globals['_LOCKREPLY']._serialized_start=914
-  _globals['_LOCKREPLY']._serialized_end=963
-  _globals['_FENCEREQUEST']._serialized_start=965
-  _globals['_FENCEREQUEST']._serialized_end=995
-  _globals['_FENCEREPLY']._serialized_start=997
-  _globals['_FENCEREPLY']._serialized_end=1029
-  _globals['_MEMORYNODE']._serialized_start=1032
-  _globals['_MEMORYNODE']._serialized_end=1425
+  _globals['_ALLOCREQUEST']._serialized_end=527
+  _globals['_ALLOCREPLY']._serialized_start=529
+  _globals['_ALLOCREPLY']._serialized_end=623
+  _globals['_FREEREQUEST']._serialized_start=625
+  _globals['_FREEREQUEST']._serialized_end=700
+  _globals['_FREEREPLY']._serialized_start=702
+  _globals['_FREEREPLY']._serialized_end=733
+  _globals['_READREQUEST']._serialized_start=735
+  _globals['_READREQUEST']._serialized_end=826
+  _globals['_READREPLY']._serialized_start=828
+  _globals['_READREPLY']._serialized_end=873
+  _globals['_WRITEREQUEST']._serialized_start=875
+  _globals['_WRITEREQUEST']._serialized_end=965
+  _globals['_WRITEREPLY']._serialized_start=967
+  _globals['_WRITEREPLY']._serialized_end=999
+  _globals['_LOCKREQUEST']._serialized_start=1001
+  _globals['_LOCKREQUEST']._serialized_end=1093
+  _globals['_LOCKREPLY']._serialized_start=1095
+  _globals['_LOCKREPLY']._serialized_end=1144
+  _globals['_FENCEREQUEST']._serialized_start=1146
+  _globals['_FENCEREQUEST']._serialized_end=1197
+  _globals['_FENCEREPLY']._serialized_start=1199
+  _globals['_FENCEREPLY']._serialized_end=1231
+  _globals['_LOOKUPREQUEST']._serialized_start=1233
+  _globals['_LOOKUPREQUEST']._serialized_end=1325
+  _globals['_LOOKUPREPLY']._serialized_start=1327
+  _globals['_LOOKUPREPLY']._serialized_end=1406
+  _globals['_GRANTLEASEREQUEST']._serialized_start=1408
+  _globals['_GRANTLEASEREQUEST']._serialized_end=1524
+  _globals['_GRANTLEASEREPLY']._serialized_start=1526
+  _globals['_GRANTLEASEREPLY']._serialized_end=1570
+  _globals['_RELEASELEASEREQUEST']._serialized_start=1572
+  _globals['_RELEASELEASEREQUEST']._serialized_end=1632
+  _globals['_RELEASELEASEREPLY']._serialized_start=1634
+  _globals['_RELEASELEASEREPLY']._serialized_end=1674
+  _globals['_MEMORYNODE']._serialized_start=1677
+  _globals['_MEMORYNODE']._serialized_end=2304
 # @@protoc_insertion_point(module_scope)

@@ -49,28 +49,36 @@ class KVLease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., request_id: _Optional[str] = ..., pages: _Optional[_Iterable[_Union[KVPageHandle, _Mapping]]] = ..., num_tokens: _Optional[int] = ..., expires_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class AllocRequest(_message.Message):
-    __slots__ = ("tenant", "length")
+    __slots__ = ("tenant", "length", "key", "memory_node")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
     tenant: int
     length: int
-    def __init__(self, tenant: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    key: KVPageKey
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., length: _Optional[int] = ..., key: _Optional[_Union[KVPageKey, _Mapping]] = ..., memory_node: _Optional[str] = ...) -> None: ...
 
 class AllocReply(_message.Message):
-    __slots__ = ("virtual_address", "latency_ns")
-    VIRTUAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("handle", "existed", "latency_ns")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
     LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
-    virtual_address: int
+    handle: KVPageHandle
+    existed: bool
     latency_ns: int
-    def __init__(self, virtual_address: _Optional[int] = ..., latency_ns: _Optional[int] = ...) -> None: ...
+    def __init__(self, handle: _Optional[_Union[KVPageHandle, _Mapping]] = ..., existed: _Optional[bool] = ..., latency_ns: _Optional[int] = ...) -> None: ...
 
 class FreeRequest(_message.Message):
-    __slots__ = ("tenant", "virtual_address")
+    __slots__ = ("tenant", "virtual_address", "memory_node")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
     tenant: int
     virtual_address: int
-    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ...) -> None: ...
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., memory_node: _Optional[str] = ...) -> None: ...
 
 class FreeReply(_message.Message):
     __slots__ = ("latency_ns",)
@@ -79,14 +87,16 @@ class FreeReply(_message.Message):
     def __init__(self, latency_ns: _Optional[int] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
-    __slots__ = ("tenant", "virtual_address", "length")
+    __slots__ = ("tenant", "virtual_address", "length", "memory_node")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
     tenant: int
     virtual_address: int
     length: int
-    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., length: _Optional[int] = ..., memory_node: _Optional[str] = ...) -> None: ...
 
 class ReadReply(_message.Message):
     __slots__ = ("data", "latency_ns")
@@ -97,14 +107,16 @@ class ReadReply(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., latency_ns: _Optional[int] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("tenant", "virtual_address", "data")
+    __slots__ = ("tenant", "virtual_address", "data", "memory_node")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
     tenant: int
     virtual_address: int
     data: bytes
-    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., data: _Optional[bytes] = ..., memory_node: _Optional[str] = ...) -> None: ...
 
 class WriteReply(_message.Message):
     __slots__ = ("latency_ns",)
@@ -113,14 +125,16 @@ class WriteReply(_message.Message):
     def __init__(self, latency_ns: _Optional[int] = ...) -> None: ...
 
 class LockRequest(_message.Message):
-    __slots__ = ("tenant", "virtual_address", "release")
+    __slots__ = ("tenant", "virtual_address", "release", "memory_node")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
     tenant: int
     virtual_address: int
     release: bool
-    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., release: _Optional[bool] = ...) -> None: ...
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., release: _Optional[bool] = ..., memory_node: _Optional[str] = ...) -> None: ...
 
 class LockReply(_message.Message):
     __slots__ = ("acquired", "latency_ns")
@@ -131,13 +145,67 @@ class LockReply(_message.Message):
     def __init__(self, acquired: _Optional[bool] = ..., latency_ns: _Optional[int] = ...) -> None: ...
 
 class FenceRequest(_message.Message):
-    __slots__ = ("tenant",)
+    __slots__ = ("tenant", "memory_node")
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
     tenant: int
-    def __init__(self, tenant: _Optional[int] = ...) -> None: ...
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., memory_node: _Optional[str] = ...) -> None: ...
 
 class FenceReply(_message.Message):
     __slots__ = ("latency_ns",)
     LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
     latency_ns: int
     def __init__(self, latency_ns: _Optional[int] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("tenant", "keys", "memory_node")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
+    tenant: int
+    keys: _containers.RepeatedCompositeFieldContainer[KVPageKey]
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[KVPageKey, _Mapping]]] = ..., memory_node: _Optional[str] = ...) -> None: ...
+
+class LookupReply(_message.Message):
+    __slots__ = ("handles", "latency_ns")
+    HANDLES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
+    handles: _containers.RepeatedCompositeFieldContainer[KVPageHandle]
+    latency_ns: int
+    def __init__(self, handles: _Optional[_Iterable[_Union[KVPageHandle, _Mapping]]] = ..., latency_ns: _Optional[int] = ...) -> None: ...
+
+class GrantLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "tenant", "virtual_addresses", "ttl_s", "memory_node")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    tenant: int
+    virtual_addresses: _containers.RepeatedScalarFieldContainer[int]
+    ttl_s: float
+    memory_node: str
+    def __init__(self, lease_id: _Optional[str] = ..., tenant: _Optional[int] = ..., virtual_addresses: _Optional[_Iterable[int]] = ..., ttl_s: _Optional[float] = ..., memory_node: _Optional[str] = ...) -> None: ...
+
+class GrantLeaseReply(_message.Message):
+    __slots__ = ("expires_at_unix_s",)
+    EXPIRES_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    expires_at_unix_s: float
+    def __init__(self, expires_at_unix_s: _Optional[float] = ...) -> None: ...
+
+class ReleaseLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "memory_node")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    memory_node: str
+    def __init__(self, lease_id: _Optional[str] = ..., memory_node: _Optional[str] = ...) -> None: ...
+
+class ReleaseLeaseReply(_message.Message):
+    __slots__ = ("pages_freed",)
+    PAGES_FREED_FIELD_NUMBER: _ClassVar[int]
+    pages_freed: int
+    def __init__(self, pages_freed: _Optional[int] = ...) -> None: ...

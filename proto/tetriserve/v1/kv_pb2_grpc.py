@@ -64,6 +64,21 @@ class MemoryNodeStub:
                 request_serializer=tetriserve_dot_v1_dot_kv__pb2.FenceRequest.SerializeToString,
                 response_deserializer=tetriserve_dot_v1_dot_kv__pb2.FenceReply.FromString,
                 _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/tetriserve.v1.MemoryNode/Lookup',
+                request_serializer=tetriserve_dot_v1_dot_kv__pb2.LookupRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_kv__pb2.LookupReply.FromString,
+                _registered_method=True)
+        self.GrantLease = channel.unary_unary(
+                '/tetriserve.v1.MemoryNode/GrantLease',
+                request_serializer=tetriserve_dot_v1_dot_kv__pb2.GrantLeaseRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_kv__pb2.GrantLeaseReply.FromString,
+                _registered_method=True)
+        self.ReleaseLease = channel.unary_unary(
+                '/tetriserve.v1.MemoryNode/ReleaseLease',
+                request_serializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseReply.FromString,
+                _registered_method=True)
 
 
 class MemoryNodeServicer:
@@ -105,6 +120,24 @@ class MemoryNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lookup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantLease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseLease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +170,21 @@ def add_MemoryNodeServicer_to_server(servicer, server):
                     servicer.Fence,
                     request_deserializer=tetriserve_dot_v1_dot_kv__pb2.FenceRequest.FromString,
                     response_serializer=tetriserve_dot_v1_dot_kv__pb2.FenceReply.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=tetriserve_dot_v1_dot_kv__pb2.LookupRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_kv__pb2.LookupReply.SerializeToString,
+            ),
+            'GrantLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantLease,
+                    request_deserializer=tetriserve_dot_v1_dot_kv__pb2.GrantLeaseRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_kv__pb2.GrantLeaseReply.SerializeToString,
+            ),
+            'ReleaseLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLease,
+                    request_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +349,87 @@ class MemoryNode:
             '/tetriserve.v1.MemoryNode/Fence',
             tetriserve_dot_v1_dot_kv__pb2.FenceRequest.SerializeToString,
             tetriserve_dot_v1_dot_kv__pb2.FenceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.MemoryNode/Lookup',
+            tetriserve_dot_v1_dot_kv__pb2.LookupRequest.SerializeToString,
+            tetriserve_dot_v1_dot_kv__pb2.LookupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.MemoryNode/GrantLease',
+            tetriserve_dot_v1_dot_kv__pb2.GrantLeaseRequest.SerializeToString,
+            tetriserve_dot_v1_dot_kv__pb2.GrantLeaseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.MemoryNode/ReleaseLease',
+            tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseRequest.SerializeToString,
+            tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,108 @@
+"""GlobalScheduler: admission and prefill placement, and the cluster monitor.
+
+`place` answers where a request's prefill runs (or refuses it with `Overloaded` when the
+cluster already holds `max_outstanding` requests: the front door turns that into a 429).
+The monitor collects every instance's LoadReport each `monitor_interval_s` and broadcasts
+decode load to the prefill instances, whose decode dispatchers choose from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from actors.wire import load_from_wire
+from cluster.placement import InstanceLoad, LeastLoaded, Placement
+from tetriserve.v1 import generate_pb2, scheduling_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(RuntimeError):
+    """The cluster holds as many requests as it admits; try again later."""
+
+
+class GlobalScheduler:
+    def __init__(
+        self,
+        prefill: dict[str, Any],
+        decode: dict[str, Any],
+        max_outstanding: int = 256,
+        monitor_interval_s: float = 0.1,
+        placement: Placement | None = None,
+        infrastructure: dict[str, Any] | None = None,
+    ) -> None:
+        # Memory nodes, switches and the adapter store live as long as the scheduler that
+        # knows them: it is the one holder of their handles.
+        self.infrastructure = dict(infrastructure or {})
+        self.prefill = dict(prefill)
+        self.decode = dict(decode)
+        self.max_outstanding = max_outstanding
+        self.monitor_interval_s = monitor_interval_s
+        self.placement = placement or LeastLoaded()
+        self.prefill_loads = {name: InstanceLoad(name) for name in self.prefill}
+        self.in_flight: dict[str, str] = {}  # request id -> prefill instance
+        self._monitor: asyncio.Task | None = None
+
+    def _start_monitor(self) -> None:
+        if self._monitor is None:
+            self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop())
+
+    async def place(self, request_bytes: bytes) -> bytes:
+        self._start_monitor()
+        request = generate_pb2.GenerateRequest.FromString(request_bytes)
+        if len(self.in_flight) >= self.max_outstanding:
+            raise Overloaded(f"{len(self.in_flight)} requests in flight; the limit is reached")
+        chosen = self.placement.choose(self.prefill_loads)
+        if chosen is None:
+            raise Overloaded("no prefill instance is available")
+        self.prefill_loads[chosen].queued += 1
+        self.in_flight[request.request_id] = chosen
+        decision = scheduling_pb2.DispatchDecision(
+            request_id=request.request_id, prefill_instance=chosen, policy="least_loaded"
+        )
+        return decision.SerializeToString()
+
+    def prefilled(self, request_id: str) -> None:
+        """The request left its prefill instance."""
+        chosen = self.in_flight.get(request_id)
+        if chosen is not None and self.prefill_loads[chosen].queued > 0:
+            self.prefill_loads[chosen].queued -= 1
+
+    def finished(self, request_id: str) -> None:
+        if request_id in self.in_flight:
+            self.prefilled(request_id)
+            del self.in_flight[request_id]
+
+    def stats(self) -> dict[str, int]:
+        return {"in_flight": len(self.in_flight)}
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            try:
+                await self._collect_and_broadcast()
+            except Exception:
+                log.exception("cluster monitor round failed")
+            await asyncio.sleep(self.monitor_interval_s)
+
+    async def _collect_and_broadcast(self) -> None:
+        decode_reports = await _gather_reports(self.decode)
+        for name, report in (await _gather_reports(self.prefill)).items():
+            load = load_from_wire(scheduling_pb2.LoadReport.FromString(report))
+            load.queued = max(load.queued, self.prefill_loads[name].queued)
+            self.prefill_loads[name] = load
+        reports = list(decode_reports.values())
+        await asyncio.gather(
+            *(h.set_decode_loads.remote(reports) for h in self.prefill.values()),
+            return_exceptions=True,
+        )
+
+
+async def _gather_reports(handles: dict[str, Any]) -> dict[str, bytes]:
+    """Load reports of the instances that answer; a dead one is left out of this round."""
+    names = list(handles)
+    results = await asyncio.gather(
+        *(handles[n].load_report.remote() for n in names), return_exceptions=True
+    )
+    return {n: r for n, r in zip(names, results, strict=True) if isinstance(r, bytes)}

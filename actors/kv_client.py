@@ -1,0 +1,169 @@
+"""KVClient: how an engine moves KV pages to and from memory nodes, through a SuperNIC switch.
+
+Request path: engine (vLLM worker process, no Ray) -> KVClient -> gRPC -> SuperNICSwitch ->
+MemoryNode. Synchronous, plain gRPC: every call carries a deadline and either returns or
+raises `KVTransferError` (dead switch or memory node, refused access, timeout); none hangs.
+
+    client = KVClient("127.0.0.1:50051")
+    handle = client.alloc(tenant, key, len(page))
+    client.write_page(handle, page)
+    page = client.read(handle.tenant, handle.memory_node, handle.virtual_address, handle.length)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+import grpc
+
+from actors.wire import handle_from_wire, key_to_wire
+from cluster.kv_pages import PageHandle, PageKey
+from tetriserve.v1 import kv_pb2, kv_pb2_grpc, switch_pb2, switch_pb2_grpc
+
+R = TypeVar("R")
+MAX_MESSAGE_BYTES = 64 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class Placed(Protocol):
+    """Anything that says where a page is, such as a PageHandle."""
+
+    @property
+    def memory_node(self) -> str: ...
+    @property
+    def virtual_address(self) -> int: ...
+
+
+class KVTransferError(RuntimeError):
+    """A KV operation failed; `code` is the gRPC status name (e.g. "PERMISSION_DENIED")."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+class KVClient:
+    def __init__(self, switch_address: str, *, timeout_s: float = 5.0) -> None:
+        self.address = switch_address
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(switch_address, options=CHANNEL_OPTIONS)
+        self._kv = kv_pb2_grpc.MemoryNodeStub(self._channel)
+        self._switch = switch_pb2_grpc.SuperNICSwitchStub(self._channel)
+
+    def alloc(
+        self, tenant: int, key: PageKey | None, length: int, memory_node: str = ""
+    ) -> PageHandle:
+        """The page of `key` on a memory node (the switch picks one unless named)."""
+        request = kv_pb2.AllocRequest(tenant=tenant, length=length, memory_node=memory_node)
+        if key is not None:
+            request.key.CopyFrom(key_to_wire(key))
+        handle = handle_from_wire(self._call(self._kv.Alloc, request).handle)
+        if handle is None:
+            raise KVTransferError("INTERNAL", "the switch answered alloc with an empty handle")
+        return handle
+
+    def write(self, tenant: int, memory_node: str, virtual_address: int, data: bytes) -> int:
+        """Writes `data` at an address inside one page; returns the modelled latency (ns)."""
+        request = kv_pb2.WriteRequest(
+            tenant=tenant,
+            virtual_address=virtual_address,
+            data=bytes(data),
+            memory_node=memory_node,
+        )
+        return self._call(self._kv.Write, request).latency_ns
+
+    def write_page(self, handle: PageHandle, data: bytes, offset: int = 0) -> int:
+        address = handle.virtual_address + offset
+        return self.write(handle.tenant, handle.memory_node, address, data)
+
+    def read(self, tenant: int, memory_node: str, virtual_address: int, length: int) -> bytes:
+        request = kv_pb2.ReadRequest(
+            tenant=tenant, virtual_address=virtual_address, length=length, memory_node=memory_node
+        )
+        return self._call(self._kv.Read, request).data
+
+    def read_page(self, handle: PageHandle) -> bytes:
+        return self.read(handle.tenant, handle.memory_node, handle.virtual_address, handle.length)
+
+    def free(self, tenant: int, memory_node: str, virtual_address: int) -> None:
+        request = kv_pb2.FreeRequest(
+            tenant=tenant, virtual_address=virtual_address, memory_node=memory_node
+        )
+        self._call(self._kv.Free, request)
+
+    def lookup(
+        self, tenant: int, keys: Sequence[PageKey], memory_node: str = ""
+    ) -> list[PageHandle | None]:
+        """The page of each key, or None; every memory node is asked unless one is named."""
+        request = kv_pb2.LookupRequest(
+            tenant=tenant, keys=[key_to_wire(key) for key in keys], memory_node=memory_node
+        )
+        return [handle_from_wire(msg) for msg in self._call(self._kv.Lookup, request).handles]
+
+    def lock(
+        self, tenant: int, memory_node: str, virtual_address: int, release: bool = False
+    ) -> bool:
+        """Test-and-set (or, with `release`, clear) the 8-byte lock word at the address."""
+        request = kv_pb2.LockRequest(
+            tenant=tenant, virtual_address=virtual_address, release=release, memory_node=memory_node
+        )
+        return self._call(self._kv.Lock, request).acquired
+
+    def fence(self, tenant: int, memory_node: str = "") -> int:
+        request = kv_pb2.FenceRequest(tenant=tenant, memory_node=memory_node)
+        return self._call(self._kv.Fence, request).latency_ns
+
+    def grant_lease(
+        self, lease_id: str, tenant: int, pages: Sequence[Placed], ttl_s: float = 0.0
+    ) -> float:
+        """Pins the pages until released or `ttl_s` (0: the node's default) runs out; returns
+        the earliest expiry (unix seconds) over the memory nodes holding them."""
+        by_node: dict[str, list[int]] = {}
+        for page in pages:
+            by_node.setdefault(page.memory_node, []).append(page.virtual_address)
+        expiries = [
+            self._call(
+                self._kv.GrantLease,
+                kv_pb2.GrantLeaseRequest(
+                    lease_id=lease_id,
+                    tenant=tenant,
+                    virtual_addresses=addresses,
+                    ttl_s=ttl_s,
+                    memory_node=node,
+                ),
+            ).expires_at_unix_s
+            for node, addresses in by_node.items()
+        ]
+        return min(expiries, default=0.0)
+
+    def release_lease(self, lease_id: str, memory_node: str = "") -> int:
+        """Frees the lease's pages (on every memory node unless one is named); pages freed."""
+        request = kv_pb2.ReleaseLeaseRequest(lease_id=lease_id, memory_node=memory_node)
+        return self._call(self._kv.ReleaseLease, request).pages_freed
+
+    def switch_stats(self) -> dict[str, tuple[int, float]]:
+        """Tenant -> (bytes through the switch, share) from the switch's Stats rpc."""
+        reply = self._call(self._switch.Stats, switch_pb2.SwitchStatsRequest())
+        return {usage.tenant: (usage.bytes, usage.share) for usage in reply.tenants}
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> KVClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., R], request: object) -> R:
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+            details = error.details() if hasattr(error, "details") else str(error)
+            raise KVTransferError(code.name, details or "") from None

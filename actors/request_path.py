@@ -1,0 +1,100 @@
+"""The route a request takes behind the front door, as the ingress sees it.
+
+`DisaggregatedPath`: GlobalScheduler.place → PrefillInstance.prefill (KV into memory nodes,
+decode instance chosen) → DecodeInstance.decode streams tokens back. A dead instance before
+the first token means another try on a fresh placement; after tokens were sent it ends the
+stream with an error: never a hang, never silent wrong text.
+`ColocatedPath`: one EngineInstance runs the whole request.
+
+Both expose `generate(request) -> AsyncIterator[TokenDelta]`; errors come out as a final
+delta with `finish_reason=ERROR` and `error` set, or as `Overloaded` before anything started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors.global_scheduler import Overloaded
+from actors.wire import delta_from_wire, request_to_wire
+from cluster.request import FinishReason, GenerationRequest, TokenDelta
+from tetriserve.v1 import generate_pb2, scheduling_pb2
+
+ATTEMPTS = 2
+
+
+def _failed(request: GenerationRequest, message: str) -> TokenDelta:
+    return TokenDelta(request.request_id, "", (), FinishReason.ERROR, error=message)
+
+
+async def _stream(call: Any) -> AsyncIterator[TokenDelta]:
+    async for ref in call:
+        yield delta_from_wire(generate_pb2.GenerateResponse.FromString(await ref))
+
+
+class ColocatedPath:
+    def __init__(self, instance: Any) -> None:
+        self.instance = instance
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        wire = request_to_wire(request).SerializeToString()
+        call = self.instance.generate.options(num_returns="streaming").remote(wire)
+        try:
+            async for delta in _stream(call):
+                yield delta
+        except (RayActorError, RayTaskError) as exc:
+            yield _failed(request, f"engine instance failed: {exc}")
+
+
+class DisaggregatedPath:
+    def __init__(self, scheduler: Any, prefill: dict[str, Any], decode: dict[str, Any]) -> None:
+        self.scheduler = scheduler
+        self.prefill = prefill
+        self.decode = decode
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        wire = request_to_wire(request)
+        try:
+            for attempt in range(ATTEMPTS):
+                sent = 0
+                try:
+                    async for delta in self._attempt(wire):
+                        sent += 1
+                        yield delta
+                    return
+                except (RayActorError, RayTaskError) as exc:
+                    if sent or attempt == ATTEMPTS - 1:
+                        yield _failed(request, f"serving instance failed: {_reason(exc)}")
+                        return
+        finally:
+            self.scheduler.finished.remote(request.request_id)
+
+    async def _attempt(self, wire: generate_pb2.GenerateRequest) -> AsyncIterator[TokenDelta]:
+        try:
+            decision_bytes = await self.scheduler.place.remote(wire.SerializeToString())
+        except RayTaskError as exc:
+            if isinstance(exc.cause, Overloaded):
+                raise exc.cause from None
+            raise
+        decision = scheduling_pb2.DispatchDecision.FromString(decision_bytes)
+        task = scheduling_pb2.PrefillTask(request=wire, decision=decision)
+        prefill = self.prefill[decision.prefill_instance]
+        try:
+            decode_task_bytes = await prefill.prefill.remote(task.SerializeToString())
+        finally:
+            self.scheduler.prefilled.remote(wire.request_id)
+        decode_task = scheduling_pb2.DecodeTask.FromString(decode_task_bytes)
+        if not decode_task.decision.decode_instance:
+            yield delta_from_wire(decode_task.first)
+            return
+        decode = self.decode[decode_task.decision.decode_instance]
+        call = decode.decode.options(num_returns="streaming").remote(decode_task_bytes)
+        async for delta in _stream(call):
+            yield delta
+
+
+def _reason(exc: Exception) -> str:
+    cause = getattr(exc, "cause", None)
+    return f"{type(cause or exc).__name__}: {cause or exc}"

@@ -1,0 +1,58 @@
+"""What prefill and decode instances share: an engine, adapters fetched on demand, load.
+
+`ServingEngine.generate` is `EngineAdapter.generate` plus two things an instance needs: the
+first request for an adapter the engine lacks fetches it from the LoRAAdapterStore, and the
+number of requests in flight is counted for load reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from actors.adapter_store import materialize
+from actors.engine import EngineAdapter
+from cluster.config import EngineConfig
+from cluster.placement import InstanceLoad
+from cluster.request import GenerationRequest, TokenDelta
+from tetriserve.v1 import adapters_pb2
+
+
+class ServingEngine:
+    def __init__(self, instance_id: str, config: EngineConfig, adapter_store: Any = None) -> None:
+        self.instance_id = instance_id
+        self.engine = EngineAdapter(config)
+        self._adapter_store = adapter_store
+        self._adapter_root = Path(tempfile.mkdtemp(prefix=f"tetriserve-{instance_id}-"))
+        self._adapter_locks: dict[str, asyncio.Lock] = {}
+        self.running = 0
+
+    async def _ensure_adapter(self, name: str | None) -> None:
+        if name is None or name in self.engine.adapters or self._adapter_store is None:
+            return
+        lock = self._adapter_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name in self.engine.adapters:
+                return
+            request = adapters_pb2.FetchAdapterRequest(name=name).SerializeToString()
+            reply = await self._adapter_store.fetch.remote(request)
+            self.engine.add_adapter(name, materialize(reply, self._adapter_root))
+
+    async def generate(
+        self, request: GenerationRequest, kv_transfer_params: dict | None = None
+    ) -> AsyncIterator[TokenDelta]:
+        await self._ensure_adapter(request.adapter)
+        self.running += 1
+        try:
+            async for delta in self.engine.generate(request, kv_transfer_params):
+                yield delta
+        finally:
+            self.running -= 1
+
+    def load(self) -> InstanceLoad:
+        stats = self.engine.stats()
+        queued = max(stats.unfinished_requests - self.running, 0)
+        return InstanceLoad(self.instance_id, queued=queued, running=self.running)

@@ -1,0 +1,229 @@
+"""SuperNICSwitch actor: the gRPC front of the memory nodes that every KV byte crosses.
+
+Request path: engine -> KVClient -> gRPC -> SuperNICSwitch (this) -> Ray call -> MemoryNode.
+It serves the kv.proto `MemoryNode` service as a proxy and the switch.proto `SuperNICSwitch`
+service (Transfer, Stats). Each operation goes to the memory node its request names (Alloc
+with no name: rendezvous hashing on the page's prefix hash). KV payloads pass a per-tenant
+wall-clock token bucket (over the rate a call waits, it is never dropped) and the sNIC model's
+network tasks, which transform the real bytes: checksum + zstd compression on entry,
+decompression + checksum verification before the bytes leave. Bytes are counted per tenant.
+
+    switch = ray.remote(SuperNICSwitch).remote({"mem0": node0, "mem1": node1})
+    address = ray.get(switch.address.remote())   # "127.0.0.1:<port>" for KVClient
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import grpc
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from actors.kv_client import CHANNEL_OPTIONS
+from actors.switch_service import RoutingError, SwitchService
+from fpga_models.supernic.drf import dominant_share
+from fpga_models.supernic.parser import TokenBucket
+from fpga_models.supernic.switch import SuperNIC, Transmission
+from tetriserve.v1 import kv_pb2_grpc, switch_pb2_grpc
+
+CHAIN_IN = ("checksum", "compress")  # at the switch's ingress
+CHAIN_OUT = ("decompress", "verify")  # before the bytes leave for their destination
+
+
+class RateLimiter:
+    """Per-tenant token buckets in wall-clock time; `wait` blocks until the bytes may pass."""
+
+    def __init__(self, default_bytes_per_s: float | None, burst_s: float = 0.05) -> None:
+        self.default = default_bytes_per_s
+        self.burst_s = burst_s
+        self.rates: dict[str, float | None] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def set_rate(self, tenant: str, bytes_per_s: float | None) -> None:
+        with self._lock:
+            self.rates[tenant] = bytes_per_s
+            self._buckets.pop(tenant, None)
+
+    def wait(self, tenant: str, nbytes: int) -> float:
+        """Seconds this call waited for its tenant's tokens."""
+        with self._lock:
+            rate = self.rates.get(tenant, self.default)
+            if rate is None:
+                return 0.0
+            bucket = self._buckets.get(tenant)
+            if bucket is None:
+                burst = max(rate * self.burst_s, 1.0)
+                bucket = self._buckets[tenant] = TokenBucket(rate * 8e-9, burst, burst, 0.0)
+            now = time.monotonic_ns()
+            at = bucket.admit_at(nbytes, now)
+            bucket.take(nbytes, now)
+        delay = (at - now) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+        return max(delay, 0.0)
+
+
+@dataclass(slots=True)
+class TenantBytes:
+    bytes_in: int = 0  # payload from engines towards memory nodes
+    bytes_out: int = 0  # payload from memory nodes back to engines
+    bytes_on_wire: int = 0  # what those payloads took compressed
+    waited_s: float = 0.0  # time held by the rate limiter
+
+
+class SuperNICSwitch:
+    def __init__(
+        self,
+        memory_nodes: Mapping[str, Any] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit_bytes_per_s: float | None = None,
+        snic: SuperNIC | None = None,
+        node_timeout_s: float = 4.0,
+        max_workers: int = 8,
+    ) -> None:
+        self.nodes: dict[str, Any] = dict(memory_nodes or {})
+        self.snic = snic or SuperNIC()
+        self.limiter = RateLimiter(rate_limit_bytes_per_s)
+        self.node_timeout_s = node_timeout_s
+        self.tenants: dict[str, TenantBytes] = {}
+        self.ops: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.checksums_verified = 0
+        self._lock = threading.Lock()
+        self._server = grpc.server(ThreadPoolExecutor(max_workers), options=CHANNEL_OPTIONS)
+        service = SwitchService(self)
+        kv_pb2_grpc.add_MemoryNodeServicer_to_server(service, self._server)
+        switch_pb2_grpc.add_SuperNICSwitchServicer_to_server(service, self._server)
+        self._address = f"{host}:{self._server.add_insecure_port(f'{host}:{port}')}"
+        self._server.start()
+
+    # --- control ------------------------------------------------------------------------------
+    def address(self) -> str:
+        return self._address
+
+    def add_memory_node(self, name: str, handle: Any) -> None:
+        with self._lock:
+            self.nodes[name] = handle
+
+    def set_rate_limit(self, tenant: int | str, bytes_per_s: float | None) -> None:
+        """Bytes per second for one tenant's payloads (None: unlimited)."""
+        self.limiter.set_rate(str(tenant), bytes_per_s)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        self._server.stop(grace_s)
+
+    def ready(self) -> bool:
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        usage = self.usage()
+        with self._lock:
+            ops, errors, verified = dict(self.ops), dict(self.errors), self.checksums_verified
+        carried = sum(u.bytes_in + u.bytes_out for u, _ in usage.values())
+        wire = sum(u.bytes_on_wire for u, _ in usage.values())
+        return {
+            "tenants": {t: {**asdict(u), "share": share} for t, (u, share) in usage.items()},
+            "bytes_carried": carried,
+            "bytes_on_wire": wire,
+            "compression_ratio": carried / wire if wire else 1.0,
+            "checksums_verified": verified,
+            "ops": ops,
+            "errors": errors,
+            "memory_nodes": sorted(self.nodes),
+        }
+
+    def usage(self) -> dict[str, tuple[TenantBytes, float]]:
+        """Tenant -> (its byte counts, its dominant share of the switch's traffic)."""
+        with self._lock:
+            tenants = {tenant: replace(usage) for tenant, usage in self.tenants.items()}
+        capacity = {
+            "in": sum(u.bytes_in for u in tenants.values()),
+            "out": sum(u.bytes_out for u in tenants.values()),
+        }
+        return {
+            tenant: (u, dominant_share({"in": u.bytes_in, "out": u.bytes_out}, capacity))
+            for tenant, u in tenants.items()
+        }
+
+    # --- datapath, used by the gRPC service's threads ------------------------------------------
+    def node(self, name: str) -> Any:
+        handle = self.nodes.get(name)
+        if handle is None:
+            raise RoutingError(f"no memory node named {name!r}")
+        return handle
+
+    def place(self, prefix_hash: bytes, tenant: int) -> str:
+        """Rendezvous hashing: the node a new page goes to, stable as nodes come and go."""
+        if not self.nodes:
+            raise RoutingError("the switch has no memory nodes")
+        seed = prefix_hash or tenant.to_bytes(8, "little")
+        return max(self.nodes, key=lambda name: hashlib.blake2b(name.encode() + seed).digest())
+
+    def call(
+        self,
+        names: list[str],
+        method: str,
+        request: bytes,
+        deadline_s: float | None,
+        *,
+        skip_unreachable: bool = False,
+    ) -> list[bytes | None]:
+        """One Ray call per memory node, all at once, within the caller's deadline. With
+        `skip_unreachable`, a dead or silent node answers None instead of failing the call."""
+        timeout = (
+            self.node_timeout_s if deadline_s is None else min(self.node_timeout_s, deadline_s)
+        )
+        refs = [getattr(self.node(name), method).remote(request) for name in names]
+        if not skip_unreachable:
+            return ray.get(refs, timeout=max(timeout, 0.001))
+        end, answers = time.monotonic() + timeout, []
+        for name, ref in zip(names, refs, strict=True):
+            try:
+                answers.append(ray.get(ref, timeout=max(end - time.monotonic(), 0.001)))
+            except (RayActorError, GetTimeoutError):
+                self.count(method, f"unreachable {name}")
+                answers.append(None)
+        return answers
+
+    def carry(self, tenant: int | str, payload: bytes, inbound: bool) -> tuple[bytes, float]:
+        """A KV payload through the rate limiter and the network tasks: the bytes that leave
+        the switch (checked against the checksum taken on entry) and the modelled latency."""
+        entered = self.transfer(tenant, payload, CHAIN_IN, inbound=inbound)
+        with self._lock:
+            left = self.snic.transmit(str(tenant), entered.payload, CHAIN_OUT, meta=entered.meta)
+            self.checksums_verified += bool(left.meta.get("crc_ok"))
+        return left.payload, entered.latency_ns + left.latency_ns
+
+    def transfer(
+        self, tenant: int | str, payload: bytes, chain: tuple[str, ...], *, inbound: bool = True
+    ) -> Transmission:
+        """Runs `payload` through `chain` for `tenant`, after its rate limiter; counts it."""
+        tenant = str(tenant)
+        waited = self.limiter.wait(tenant, len(payload))
+        with self._lock:
+            sent = self.snic.transmit(tenant, payload, chain)
+            usage = self.tenants.setdefault(tenant, TenantBytes())
+            if inbound:
+                usage.bytes_in += len(payload)
+            else:
+                usage.bytes_out += len(payload)
+            usage.bytes_on_wire += len(sent.payload) + sum(len(copy) for copy in sent.replicas)
+            usage.waited_s += waited
+        return sent
+
+    def count(self, op: str, error: str | None = None) -> None:
+        with self._lock:
+            self.ops[op] += 1
+            if error is not None:
+                self.errors[f"{op}:{error}"] += 1

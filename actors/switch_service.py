@@ -1,0 +1,239 @@
+"""The gRPC face of a SuperNICSwitch: kv.proto's MemoryNode service as a proxy, and
+switch.proto's SuperNICSwitch service (Transfer, Stats).
+
+Request path: KVClient -> gRPC worker thread (this) -> SuperNICSwitch datapath -> MemoryNode
+actor. Each rpc routes by its request's `memory_node` (Fence, Lookup and ReleaseLease with no
+name go to every node), forwards the serialized request, and turns any failure into a gRPC
+status: another tenant's or a forged address -> PERMISSION_DENIED, a freed page or an unknown
+node -> NOT_FOUND, a bad length -> INVALID_ARGUMENT, a dead or slow node -> UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from cluster.page_store import (
+    BadLengthError,
+    CorruptPageError,
+    ForeignPageError,
+    FreedPageError,
+    OutOfMemoryError,
+    PageStoreError,
+    UnmappedAddressError,
+)
+from fpga_models.supernic.tasks import REPLICA, ChecksumMismatch
+from tetriserve.v1 import kv_pb2, kv_pb2_grpc, switch_pb2, switch_pb2_grpc
+
+if TYPE_CHECKING:
+    from actors.supernic_switch import SuperNICSwitch
+
+M = TypeVar("M", bound=Message)
+Code = grpc.StatusCode
+
+
+class RoutingError(LookupError):
+    """The request names a memory node the switch does not know, or there is none."""
+
+
+class BadRequestError(ValueError):
+    """The request lacks what its operation needs (a memory node, a known network task)."""
+
+
+_STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (ForeignPageError, Code.PERMISSION_DENIED),
+    (UnmappedAddressError, Code.PERMISSION_DENIED),
+    (FreedPageError, Code.NOT_FOUND),
+    (BadLengthError, Code.INVALID_ARGUMENT),
+    (OutOfMemoryError, Code.RESOURCE_EXHAUSTED),
+    (CorruptPageError, Code.DATA_LOSS),
+    (ChecksumMismatch, Code.DATA_LOSS),
+    (PageStoreError, Code.INTERNAL),
+    (RoutingError, Code.NOT_FOUND),
+    (BadRequestError, Code.INVALID_ARGUMENT),
+    (GetTimeoutError, Code.UNAVAILABLE),
+    (RayActorError, Code.UNAVAILABLE),
+)
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status for a failure (a memory node's error arrives wrapped by Ray) and its text."""
+    cause = getattr(error, "cause", None) or error
+    for kind, code in _STATUS:
+        if isinstance(cause, kind) or isinstance(error, kind):
+            return code, f"{type(cause).__name__}: {cause}"
+    return Code.INTERNAL, f"{type(cause).__name__}: {cause}"
+
+
+def _rpc(method: Callable[[SwitchService, M, grpc.ServicerContext], Message]) -> Callable:
+    @functools.wraps(method)
+    def run(self: SwitchService, request: M, context: grpc.ServicerContext) -> Message:
+        try:
+            reply = method(self, request, context)
+        except Exception as error:
+            code, details = status_of(error)
+            self.switch.count(method.__name__, code.name)
+            context.abort(code, details)
+        self.switch.count(method.__name__)
+        return reply
+
+    return run
+
+
+class SwitchService(kv_pb2_grpc.MemoryNodeServicer, switch_pb2_grpc.SuperNICSwitchServicer):
+    def __init__(self, switch: SuperNICSwitch) -> None:
+        self.switch = switch
+
+    @_rpc
+    def Alloc(self, request: kv_pb2.AllocRequest, context: grpc.ServicerContext) -> Message:
+        if not request.memory_node:
+            request.memory_node = self.switch.place(request.key.prefix_hash, request.tenant)
+        reply = self._one(context, "alloc", request, kv_pb2.AllocReply)
+        reply.handle.memory_node = request.memory_node
+        return reply
+
+    @_rpc
+    def Free(self, request: kv_pb2.FreeRequest, context: grpc.ServicerContext) -> Message:
+        return self._one(context, "free", request, kv_pb2.FreeReply)
+
+    @_rpc
+    def Read(self, request: kv_pb2.ReadRequest, context: grpc.ServicerContext) -> Message:
+        reply = self._one(context, "read", request, kv_pb2.ReadReply)
+        data, latency_ns = self.switch.carry(request.tenant, reply.data, inbound=False)
+        return kv_pb2.ReadReply(data=data, latency_ns=reply.latency_ns + round(latency_ns))
+
+    @_rpc
+    def Write(self, request: kv_pb2.WriteRequest, context: grpc.ServicerContext) -> Message:
+        self.switch.node(self._node_named(request.memory_node, "write"))
+        request.data, latency_ns = self.switch.carry(request.tenant, request.data, inbound=True)
+        reply = self._one(context, "write", request, kv_pb2.WriteReply)
+        reply.latency_ns += round(latency_ns)
+        return reply
+
+    @_rpc
+    def Lock(self, request: kv_pb2.LockRequest, context: grpc.ServicerContext) -> Message:
+        return self._one(context, "lock", request, kv_pb2.LockReply)
+
+    @_rpc
+    def Fence(self, request: kv_pb2.FenceRequest, context: grpc.ServicerContext) -> Message:
+        replies = self._each(context, request.memory_node, "fence", request, kv_pb2.FenceReply)
+        return kv_pb2.FenceReply(latency_ns=max(reply.latency_ns for _, reply in replies))
+
+    @_rpc
+    def Lookup(self, request: kv_pb2.LookupRequest, context: grpc.ServicerContext) -> Message:
+        replies = self._each(
+            context, request.memory_node, "lookup", request, kv_pb2.LookupReply, skip=True
+        )
+        merged = [kv_pb2.KVPageHandle() for _ in request.keys]
+        for name, reply in replies:
+            for slot, found in zip(merged, reply.handles, strict=True):
+                if found.length and not slot.length:
+                    slot.CopyFrom(found)
+                    slot.memory_node = name
+        return kv_pb2.LookupReply(handles=merged)
+
+    @_rpc
+    def GrantLease(
+        self, request: kv_pb2.GrantLeaseRequest, context: grpc.ServicerContext
+    ) -> Message:
+        return self._one(context, "grant_lease", request, kv_pb2.GrantLeaseReply)
+
+    @_rpc
+    def ReleaseLease(
+        self, request: kv_pb2.ReleaseLeaseRequest, context: grpc.ServicerContext
+    ) -> Message:
+        replies = self._each(
+            context,
+            request.memory_node,
+            "release_lease",
+            request,
+            kv_pb2.ReleaseLeaseReply,
+            skip=True,
+        )
+        return kv_pb2.ReleaseLeaseReply(pages_freed=sum(reply.pages_freed for _, reply in replies))
+
+    @_rpc
+    def Transfer(
+        self, request: switch_pb2.SwitchTransfer, context: grpc.ServicerContext
+    ) -> Message:
+        unknown = set(request.chain) - set(self.switch.snic.params.tasks)
+        if unknown:
+            raise BadRequestError(f"unknown network tasks {sorted(unknown)}")
+        sent = self.switch.transfer(request.tenant, request.payload, tuple(request.chain))
+        return switch_pb2.TransferReceipt(
+            payload=sent.payload,
+            checksum=int(sent.meta.get("crc32", 0)),
+            bytes_in=len(request.payload),
+            bytes_on_wire=len(sent.payload) + sum(len(copy) for copy in sent.replicas),
+            latency_ns=round(sent.latency_ns),
+            replicas=[REPLICA] * len(sent.replicas),
+        )
+
+    @_rpc
+    def Stats(
+        self, request: switch_pb2.SwitchStatsRequest, context: grpc.ServicerContext
+    ) -> Message:
+        return switch_pb2.SwitchStats(
+            tenants=[
+                switch_pb2.TenantUsage(
+                    tenant=tenant, bytes=usage.bytes_in + usage.bytes_out, share=share
+                )
+                for tenant, (usage, share) in self.switch.usage().items()
+            ]
+        )
+
+    # --- forwarding -------------------------------------------------------------------------
+    def _one(
+        self, context: grpc.ServicerContext, method: str, request: Message, reply: type[M]
+    ) -> M:
+        name = self._node_named(request.memory_node, method)  # type: ignore[attr-defined]
+        return self._forward(context, [name], method, request, reply)[0][1]
+
+    def _each(
+        self,
+        context: grpc.ServicerContext,
+        name: str,
+        method: str,
+        request: Message,
+        reply: type[M],
+        skip: bool = False,
+    ) -> list[tuple[str, M]]:
+        """The named node, or every node; with `skip` and no name, unreachable nodes are left
+        out (their pages are as good as gone) rather than failing the whole call."""
+        names = [name] if name else sorted(self.switch.nodes)
+        if not names:
+            raise RoutingError("the switch has no memory nodes")
+        return self._forward(context, names, method, request, reply, skip and not name)
+
+    def _forward(
+        self,
+        context: grpc.ServicerContext,
+        names: list[str],
+        method: str,
+        request: Message,
+        reply: type[M],
+        skip: bool = False,
+    ) -> list[tuple[str, M]]:
+        answers = self.switch.call(
+            names,
+            method,
+            request.SerializeToString(),
+            context.time_remaining(),
+            skip_unreachable=skip,
+        )
+        return [
+            (name, reply.FromString(answer))
+            for name, answer in zip(names, answers, strict=True)
+            if answer is not None
+        ]
+
+    @staticmethod
+    def _node_named(name: str, method: str) -> str:
+        if not name:
+            raise BadRequestError(f"{method} must name a memory node")
+        return name

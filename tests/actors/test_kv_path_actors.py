@@ -1,0 +1,195 @@
+"""The KV path on local Ray: KVClient -> gRPC -> SuperNICSwitch actor -> MemoryNode actors."""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+
+from actors.kv_client import KVClient, KVTransferError
+from actors.memory_node import MemoryNode
+from actors.supernic_switch import SuperNICSwitch
+from cluster.kv_pages import PageHandle, PageKey, page_keys, tenant_id
+
+pytestmark = pytest.mark.actors
+
+PAGE = 64 * 1024
+NODES = ("mem0", "mem1")
+
+
+@dataclass
+class KVPath:
+    nodes: dict[str, Any]
+    switch: Any
+    client: KVClient
+
+    def stats(self) -> dict[str, Any]:
+        return ray.get(self.switch.stats.remote())
+
+
+def memory_node(name: str) -> Any:
+    return ray.remote(MemoryNode).options(num_cpus=0).remote(name)
+
+
+@pytest.fixture(scope="module")
+def path() -> Iterator[KVPath]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        nodes = {name: memory_node(name) for name in NODES}
+        switch = ray.remote(SuperNICSwitch).options(num_cpus=0).remote(nodes)
+        client = KVClient(ray.get(switch.address.remote()), timeout_s=5.0)
+        yield KVPath(nodes, switch, client)
+        client.close()
+    finally:
+        ray.shutdown()
+
+
+def tenant_keys(adapter: str, count: int) -> tuple[int, list[PageKey]]:
+    tokens = list(range(1000 * len(adapter), 1000 * len(adapter) + 16 * count))
+    return tenant_id("llama", adapter), page_keys("llama", adapter, tokens, 16)
+
+
+def store_pages(
+    client: KVClient, tenant: int, keys: list[PageKey], pages: list[bytes]
+) -> list[PageHandle]:
+    handles = [client.alloc(tenant, key, len(page)) for key, page in zip(keys, pages, strict=True)]
+    for handle, page in zip(handles, pages, strict=True):
+        client.write_page(handle, page)
+    return handles
+
+
+def kv_like_pages(count: int, seed: int) -> list[bytes]:
+    """float32 K/V rows: smooth per-head signals with a little noise, as attention keys are."""
+    rng = np.random.default_rng(seed)
+    positions = np.arange(PAGE // 4 // 64, dtype=np.float32)[:, None]
+    frequencies = rng.uniform(0.01, 0.5, size=64).astype(np.float32)
+    rows = np.sin(positions * frequencies) + rng.normal(0, 0.02, (positions.size, 64))
+    return [(rows + i).astype(np.float32).tobytes() for i in range(count)]
+
+
+def test_pages_round_trip_for_two_tenants_over_both_nodes(path: KVPath) -> None:
+    client, verified_before = path.client, path.stats()["checksums_verified"]
+    stored = {}
+    for adapter in ("alpha", "beta"):
+        tenant, keys = tenant_keys(adapter, 8)
+        pages = [os.urandom(PAGE) for _ in keys]
+        handles = store_pages(client, tenant, keys, pages)
+        assert [client.read_page(h) for h in handles] == pages
+        assert client.lookup(tenant, keys) == [
+            PageHandle(h.key, h.memory_node, tenant, h.virtual_address, PAGE, zlib.crc32(p))
+            for h, p in zip(handles, pages, strict=True)
+        ]
+        assert client.alloc(tenant, keys[0], PAGE).virtual_address == handles[0].virtual_address
+        stored[tenant] = handles
+    assert {h.memory_node for handles in stored.values() for h in handles} == set(NODES)
+    assert path.stats()["checksums_verified"] - verified_before == 2 * 16  # writes + reads
+    node_stats = ray.get([node.stats.remote() for node in path.nodes.values()])
+    assert sum(s["verified_reads"] for s in node_stats) >= 16
+
+
+def test_another_tenants_page_gives_an_error_and_no_bytes(path: KVPath) -> None:
+    client = path.client
+    owner, keys = tenant_keys("gamma", 1)
+    intruder, _ = tenant_keys("delta", 0)
+    secret = os.urandom(PAGE)
+    (handle,) = store_pages(client, owner, keys, [secret])
+    client.alloc(intruder, tenant_keys("delta", 1)[1][0], PAGE)  # it has a space there too
+    node, va = handle.memory_node, handle.virtual_address
+    failures = {}
+    for name, call in {
+        "read": lambda: client.read(intruder, node, va, PAGE),
+        "write": lambda: client.write(intruder, node, va, b"x" * 64),
+        "free": lambda: client.free(intruder, node, va),
+        "forged": lambda: client.read(owner, node, va + (1 << 40), 16),
+        "too long": lambda: client.read(owner, node, va, PAGE + 1),
+        "no node": lambda: client.read(owner, "mem9", va, 16),
+    }.items():
+        with pytest.raises(KVTransferError) as caught:
+            call()
+        failures[name] = caught.value.code
+    assert failures == {
+        "read": "PERMISSION_DENIED",
+        "write": "PERMISSION_DENIED",
+        "free": "PERMISSION_DENIED",
+        "forged": "PERMISSION_DENIED",
+        "too long": "INVALID_ARGUMENT",
+        "no node": "NOT_FOUND",
+    }
+    assert client.read_page(handle) == secret
+    client.free(owner, node, va)
+    with pytest.raises(KVTransferError, match="FreedPageError") as caught:
+        client.read_page(handle)
+    assert caught.value.code == "NOT_FOUND"
+
+
+def test_switch_counts_each_tenants_bytes_and_compresses_kv(path: KVPath) -> None:
+    client = path.client
+    sent = {}
+    for seed, adapter in enumerate(("kv-one", "kv-two")):
+        tenant, keys = tenant_keys(adapter, 4 + 2 * seed)
+        pages = kv_like_pages(len(keys), seed)
+        handles = store_pages(client, tenant, keys, pages)
+        assert client.read_page(handles[0]) == pages[0]
+        sent[str(tenant)] = (sum(map(len, pages)), PAGE)
+    tenants = path.stats()["tenants"]
+    usage = client.switch_stats()
+    for tenant, (written, read) in sent.items():
+        counted = tenants[tenant]
+        assert (counted["bytes_in"], counted["bytes_out"]) == (written, read)
+        assert usage[tenant][0] == written + read
+        ratio = (written + read) / counted["bytes_on_wire"]
+        print(f"tenant {tenant}: float32 KV pages compress {ratio:.3f}x on the wire")
+        assert ratio > 1.02
+    small, big = sorted(sent, key=lambda t: sent[t][0])
+    assert 0.0 < usage[small][1] <= usage[big][1] <= 1.0  # dominant shares of the traffic
+    assert path.stats()["compression_ratio"] > 1.0
+
+
+def test_lease_release_frees_pages_through_the_switch(path: KVPath) -> None:
+    client = path.client
+    tenant, keys = tenant_keys("leased", 4)
+    handles = store_pages(client, tenant, keys, [os.urandom(PAGE) for _ in keys])
+    expires = client.grant_lease("lease-1", tenant, handles[:3], ttl_s=30.0)
+    assert time.time() < expires <= time.time() + 30.0
+    assert client.release_lease("lease-1") == 3
+    assert client.release_lease("lease-1") == 0
+    assert [h is None for h in client.lookup(tenant, keys)] == [True, True, True, False]
+
+
+def test_rate_limited_tenant_waits_and_is_not_dropped(path: KVPath) -> None:
+    tenant, keys = tenant_keys("slow", 4)
+    ray.get(path.switch.set_rate_limit.remote(tenant, 1_000_000))  # 1 MB/s, 50 kB burst
+    pages = [os.urandom(PAGE) for _ in keys]
+    start = time.monotonic()
+    handles = store_pages(path.client, tenant, keys, pages)
+    assert time.monotonic() - start > 0.15
+    assert [path.client.read_page(h) for h in handles[:1]] == pages[:1]
+    assert path.stats()["tenants"][str(tenant)]["waited_s"] > 0.15
+
+
+def test_a_killed_memory_node_fails_reads_within_the_timeout(path: KVPath) -> None:
+    doomed = memory_node("doomed")
+    ray.get(path.switch.add_memory_node.remote("doomed", doomed))
+    tenant, keys = tenant_keys("doomed", 1)
+    handle = path.client.alloc(tenant, keys[0], PAGE, memory_node="doomed")
+    path.client.write_page(handle, os.urandom(PAGE))
+    ray.kill(doomed)
+    start = time.monotonic()
+    with pytest.raises(KVTransferError) as caught:
+        path.client.read_page(handle)
+    assert caught.value.code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+    assert time.monotonic() - start < path.client.timeout_s + 0.5
+    assert path.client.lookup(tenant, keys) == [None]  # the other nodes still answer
+    assert path.client.release_lease("never-granted") == 0
+    with KVClient("127.0.0.1:1", timeout_s=1.0) as nowhere:  # no switch listens there
+        start = time.monotonic()
+        with pytest.raises(KVTransferError):
+            nowhere.read_page(handle)
+        assert time.monotonic() - start < 1.5
