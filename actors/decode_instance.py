@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from actors import metrics
 from actors.kv_client import KVClient, KVTransferError
 from actors.serving_engine import ServingEngine
 from actors.wire import delta_to_wire, handle_from_wire, load_to_wire, request_from_wire
@@ -30,8 +31,9 @@ class DecodeInstance:
         model_id: str,
         switch_address: str,
         adapter_store: Any = None,
+        metrics_port: int | None = None,
     ) -> None:
-        self.serving = ServingEngine(instance_id, config, adapter_store)
+        self.serving = ServingEngine(instance_id, config, adapter_store, metrics_port)
         self.model_id = model_id
         self.kv = KVClient(switch_address)
         self.counters = {"requests": 0, "kv_tokens_loaded": 0, "kv_pages_leased": 0}
@@ -61,6 +63,9 @@ class DecodeInstance:
                 if not released:
                     released = True
                     self.counters["kv_tokens_loaded"] += delta.cached_tokens
+                    metrics.KV_TOKENS_LOADED.labels(self.serving.instance_id).inc(
+                        delta.cached_tokens
+                    )
                     asyncio.get_running_loop().run_in_executor(None, self._release, lease)
                 yield delta_to_wire(delta).SerializeToString()
         finally:

@@ -12,11 +12,15 @@ import asyncio
 import logging
 from typing import Any
 
+from prometheus_client import REGISTRY
+
+from actors import metrics
 from actors.wire import load_from_wire
 from cluster.placement import InstanceLoad, LeastLoaded, Placement
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
+STATS_EVERY_ROUNDS = 10
 
 
 class Overloaded(RuntimeError):
@@ -32,7 +36,12 @@ class GlobalScheduler:
         monitor_interval_s: float = 0.1,
         placement: Placement | None = None,
         infrastructure: dict[str, Any] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
+        metrics.expose(metrics_port)
+        self.cluster_stats = metrics.ClusterStats()
+        if metrics_port is not None:
+            REGISTRY.register(self.cluster_stats)
         # Memory nodes, switches and the adapter store live as long as the scheduler that
         # knows them: it is the one holder of their handles.
         self.infrastructure = dict(infrastructure or {})
@@ -79,12 +88,35 @@ class GlobalScheduler:
         return {"in_flight": len(self.in_flight)}
 
     async def _monitor_loop(self) -> None:
+        rounds = 0
         while True:
             try:
                 await self._collect_and_broadcast()
+                metrics.WAITING.labels("global-scheduler").set(len(self.in_flight))
+                if rounds % STATS_EVERY_ROUNDS == 0:
+                    await self._publish_infrastructure_stats()
             except Exception:
                 log.exception("cluster monitor round failed")
+            rounds += 1
             await asyncio.sleep(self.monitor_interval_s)
+
+    async def _publish_infrastructure_stats(self) -> None:
+        polled = {
+            n: h for n, h in self.infrastructure.items() if n.startswith(("memory-", "switch-"))
+        }
+        stats = await asyncio.gather(
+            *(h.stats.remote() for h in polled.values()), return_exceptions=True
+        )
+        for name, found in zip(polled, stats, strict=True):
+            if not isinstance(found, dict):
+                continue
+            if name.startswith("memory-"):
+                self.cluster_stats.pages_in_use[name] = found.get("pages_in_use", 0)
+            else:
+                tenants = found.get("tenants", {}).values()
+                inbound = sum(t.get("bytes_in", 0) for t in tenants)
+                outbound = sum(t.get("bytes_out", 0) for t in tenants)
+                self.cluster_stats.switch_bytes[name] = (inbound, outbound)
 
     async def _collect_and_broadcast(self) -> None:
         decode_reports = await _gather_reports(self.decode)

@@ -46,9 +46,10 @@ class PrefillInstance:
         switch_address: str,
         layout: PageLayout,
         adapter_store: Any = None,
+        metrics_port: int | None = None,
         dispatcher: Placement | None = None,
     ) -> None:
-        self.serving = ServingEngine(instance_id, config, adapter_store)
+        self.serving = ServingEngine(instance_id, config, adapter_store, metrics_port)
         self.model_id = model_id
         self.layout = layout
         self.kv = KVClient(switch_address)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from actors import metrics
 from actors.adapter_store import materialize
 from actors.engine import EngineAdapter
 from cluster.config import EngineConfig
@@ -22,7 +23,14 @@ from tetriserve.v1 import adapters_pb2
 
 
 class ServingEngine:
-    def __init__(self, instance_id: str, config: EngineConfig, adapter_store: Any = None) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        config: EngineConfig,
+        adapter_store: Any = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        metrics.expose(metrics_port)
         self.instance_id = instance_id
         self.engine = EngineAdapter(config)
         self._adapter_store = adapter_store
@@ -53,6 +61,9 @@ class ServingEngine:
             self.running -= 1
 
     def load(self) -> InstanceLoad:
+        """This instance's load, also published as its queue-depth gauges."""
         stats = self.engine.stats()
         queued = max(stats.unfinished_requests - self.running, 0)
+        metrics.RUNNING.labels(self.instance_id).set(self.running)
+        metrics.WAITING.labels(self.instance_id).set(queued)
         return InstanceLoad(self.instance_id, queued=queued, running=self.running)

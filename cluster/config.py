@@ -58,5 +58,7 @@ class DeploymentConfig(BaseModel):
     # True: one engine runs whole requests (no disaggregation), as plain vLLM would.
     colocated: bool = False
     max_outstanding: PositiveInt = 256
+    # Base port of the per-actor Prometheus exporters (see actors/metrics.py); None: off.
+    metrics_port: int | None = Field(default=9400, ge=1, le=65000)
     # Tokens per prefill forward pass (ChunkSize); None keeps the engine's own budget.
     chunk_tokens: PositiveInt | None = None

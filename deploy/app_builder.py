@@ -28,6 +28,7 @@ from cluster.config import DeploymentConfig, EngineConfig
 from cluster.kv_pages import PageLayout
 from cluster.model_factory import ensure_model
 from deploy.openai_app import OpenAIIngress
+from deploy.prometheus_config import metrics_ports
 
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
@@ -74,6 +75,7 @@ def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> Col
 
 
 def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> DisaggregatedPath:
+    ports = metrics_ports(config)
     nodes = {
         f"memory-{i}": _actor(MemoryNode, f"memory-{i}").remote(f"memory-{i}")
         for i in range(config.memory_nodes)
@@ -100,6 +102,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
             address,
             layout,
             store,
+            metrics_port=ports.get(f"prefill-{i}"),
         )
         for i in range(config.prefill)
     }
@@ -110,6 +113,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
             model_id,
             address,
             store,
+            metrics_port=ports.get(f"decode-{i}"),
         )
         for i in range(config.decode)
     }
@@ -119,6 +123,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         decode,
         max_outstanding=config.max_outstanding,
         infrastructure={"switch-0": switch, "adapter-store": store, **nodes},
+        metrics_port=ports.get("global-scheduler"),
     )
     return DisaggregatedPath(scheduler, prefill, decode)
 

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from ray import serve
 
 from actors.global_scheduler import Overloaded
+from actors.request_timer import RequestTimer
 from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
+from deploy.grpc_ingress import GrpcGeneration
 from deploy.openai_protocol import (
     APIError,
     ChatCompletionRequest,
@@ -30,6 +33,7 @@ from deploy.openai_protocol import (
     model_not_found,
     new_id,
     usage,
+    validated,
 )
 from deploy.prompt_renderer import DEFAULT_COMPLETION_TOKENS, PromptRenderer
 
@@ -49,12 +53,7 @@ async def _parse(request: Request, schema: type[BaseModel]) -> Any:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise bad_request("request body must be a JSON object")
-    try:
-        return schema.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise bad_request(f"{param}: {first['msg']}", param) from None
+    return validated(schema, payload)
 
 
 async def _chain(first: TokenDelta, rest: AsyncIterator[TokenDelta]) -> AsyncIterator[TokenDelta]:
@@ -69,7 +68,7 @@ def _sse(payload: dict | str) -> str:
 
 @serve.deployment(name="OpenAIIngress", max_ongoing_requests=256)
 @serve.ingress(app)
-class OpenAIIngress:
+class OpenAIIngress(GrpcGeneration):
     def __init__(self, path: Any, model_dir: str, max_model_len: int, adapters: list[str]) -> None:
         self.path = path
         self.adapters = set(adapters)
@@ -80,6 +79,10 @@ class OpenAIIngress:
         names = [BASE_MODEL_NAME] + [f"{BASE_MODEL_NAME}:{a}" for a in sorted(self.adapters)]
         cards = [{"id": n, "object": "model", "owned_by": "tetriserve", "root": n} for n in names]
         return {"object": "list", "data": cards}
+
+    @app.get("/metrics")
+    async def metrics(self) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health(self) -> dict:
@@ -151,10 +154,13 @@ class OpenAIIngress:
 
     async def _stream(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         """The request path's token stream; an error it reports becomes an APIError."""
+        timer = RequestTimer(request.model_name, len(request.prompt_token_ids))
         try:
             async for delta in self.path.generate(request):
+                timer.step(delta)
                 if delta.error:
                     raise APIError(500, delta.error, "InternalServerError")
                 yield delta
         except Overloaded as exc:
+            timer.refused()
             raise APIError(429, str(exc), "RateLimitError") from None

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cluster.request import FinishReason, SamplingSpec
 
 MAX_LOGPROBS = 0  # log-probabilities are not served yet; any positive request is refused
+M = TypeVar("M", bound=BaseModel)
 
 
 class APIError(Exception):
@@ -44,6 +45,16 @@ def bad_request(message: str, param: str | None = None) -> APIError:
 
 def model_not_found(model: str) -> APIError:
     return APIError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+
+
+def validated(schema: type[M], payload: dict[str, Any]) -> M:
+    """`payload` checked against `schema`; the first problem found becomes a 400."""
+    try:
+        return schema.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise bad_request(f"{param}: {first['msg']}", param) from None
 
 
 class _SamplingFields(BaseModel):

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--kv-cache-gib", type=int, default=1)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--metrics-port", type=int, default=9400, help="base port of the actors' exporters"
+    )
     parser.add_argument("--prefill", type=int, default=1, help="prefill instances")
     parser.add_argument("--decode", type=int, default=1, help="decode instances")
     parser.add_argument("--memory-nodes", type=int, default=1, help="memory nodes")
@@ -43,7 +46,18 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         decode=args.decode,
         memory_nodes=args.memory_nodes,
         colocated=args.colocated,
+        metrics_port=args.metrics_port,
     )
+
+
+def write_scrape_config(config: DeploymentConfig) -> Path:
+    from cluster.model_factory import tetriserve_home
+    from deploy.prometheus_config import scrape_config
+
+    path = tetriserve_home() / "prometheus.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(scrape_config(config))
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,12 +65,21 @@ def run(args: argparse.Namespace) -> int:
     from ray import serve
 
     from deploy.app_builder import build_app
+    from deploy.grpc_ingress import grpc_options
 
     config = config_from_args(args)
     ray.init(namespace=APP_NAME, ignore_reinit_error=True)
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(
+        http_options={"host": config.host, "port": config.port},
+        grpc_options=grpc_options(config.grpc_port),
+    )
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     print(f"tetriserve: OpenAI API on http://{config.host}:{config.port}/v1 (Ctrl-C stops)")
+    print(f"tetriserve: gRPC tetriserve.v1.Generation on {config.host}:{config.grpc_port}")
+    scrape = write_scrape_config(config)
+    print(
+        f"tetriserve: metrics on http://{config.host}:{config.port}/metrics; scrape config {scrape}"
+    )
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -39,10 +39,16 @@ def plain_vllm_token_ids(model: Path, adapter: Path) -> dict[str | None, list[li
     )
     try:
         params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
+        lora = LoRARequest("r16", 1, str(adapter))
         results = {}
-        for name, lora in ((None, None), ("r16", LoRARequest("r16", 1, str(adapter)))):
-            outputs = llm.generate(PROMPTS, params, lora_request=lora)
+        for name, request in ((None, None), ("r16", lora)):
+            outputs = llm.generate(PROMPTS, params, lora_request=request)
             results[name] = [list(o.outputs[0].token_ids) for o in outputs]
+        # One batch mixing base-model and LoRA rows gives every row its own answer.
+        mixed = llm.generate(
+            PROMPTS * 2, params, lora_request=[None] * len(PROMPTS) + [lora] * len(PROMPTS)
+        )
+        results["mixed"] = [list(o.outputs[0].token_ids) for o in mixed]
         return results
     finally:
         llm.llm_engine.engine_core.shutdown()
@@ -84,4 +90,5 @@ def test_greedy_output_equals_plain_vllm(tiny_model: Path) -> None:
     got_base, got_lora = asyncio.run(run())
     assert got_base == expected[None]
     assert got_lora == expected["r16"]
+    assert expected["mixed"] == expected[None] + expected["r16"]
     assert got_lora != got_base

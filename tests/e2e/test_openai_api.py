@@ -20,6 +20,7 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 STARTUP_TIMEOUT_S = 300
+METRICS_BASE_PORT = 29400
 
 
 def free_port() -> int:
@@ -34,8 +35,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("home")
     log = (home / "serve.log").open("w")
     cli = Path(sys.executable).parent / "tetriserve"
+    ports = ["--port", str(port), "--grpc-port", str(free_port())]
     process = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port)],
+        [str(cli), "serve", *ports, "--metrics-port", str(METRICS_BASE_PORT)],
         env={**os.environ, "TETRISERVE_HOME": str(home)},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,114 @@
+"""Prometheus metrics of every stage of the request path, exported with prometheus-client.
+
+Names follow vLLM's where the meaning is the same, under the `tetriserve:` prefix:
+the ingress records request latencies (TTFT, inter-token, end-to-end) and outcomes;
+instances and the scheduler export queue depths; the switch and memory nodes export KV
+bytes moved and pages in use. Each actor process serves its own registry on its own port
+(`expose`); the ingress also answers `GET /metrics` on the HTTP port.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+# Ports relative to the deployment's metrics base port (documented in README.md).
+PORT_OFFSETS = {"scheduler": 1, "switch": 2, "adapter-store": 3}
+PREFILL_OFFSET, DECODE_OFFSET = 10, 40
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+TTFT = Histogram(
+    "tetriserve:time_to_first_token_seconds",
+    "Time from the request's arrival at the ingress to its first token.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+INTER_TOKEN = Histogram(
+    "tetriserve:inter_token_latency_seconds",
+    "Time between two successive token steps of one request.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+E2E = Histogram(
+    "tetriserve:e2e_request_latency_seconds",
+    "Time from the request's arrival at the ingress to its last token.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+REQUESTS = Counter(
+    "tetriserve:request_success",
+    "Requests that ended, by finish reason (length, stop, abort, error).",
+    ["model", "finished_reason"],
+)
+PROMPT_TOKENS = Counter("tetriserve:prompt_tokens", "Prompt tokens served.", ["model"])
+GENERATION_TOKENS = Counter("tetriserve:generation_tokens", "Tokens generated.", ["model"])
+RUNNING = Gauge("tetriserve:num_requests_running", "Requests an instance is running.", ["actor"])
+WAITING = Gauge("tetriserve:num_requests_waiting", "Requests queued at a stage.", ["actor"])
+KV_TOKENS_LOADED = Counter(
+    "tetriserve:kv_tokens_loaded",
+    "Prompt tokens whose KV a decode instance read from memory nodes instead of computing.",
+    ["actor"],
+)
+
+
+class ClusterStats:
+    """KV bytes through switches and pages held by memory nodes, as last polled by the
+    cluster monitor; registered in the scheduler's process, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.switch_bytes: dict[str, tuple[int, int]] = {}  # switch -> (to nodes, from nodes)
+        self.pages_in_use: dict[str, int] = {}
+
+    def collect(self):
+        moved = CounterMetricFamily(
+            "tetriserve:kv_transfer_bytes",
+            "KV bytes that crossed a SuperNIC switch, to or from memory nodes.",
+            labels=["switch", "direction"],
+        )
+        for switch, (inbound, outbound) in self.switch_bytes.items():
+            moved.add_metric([switch, "to_memory"], inbound)
+            moved.add_metric([switch, "from_memory"], outbound)
+        yield moved
+        pages = GaugeMetricFamily(
+            "tetriserve:memory_node_pages_in_use",
+            "KV pages held by a memory node.",
+            labels=["memory_node"],
+        )
+        for node, count in self.pages_in_use.items():
+            pages.add_metric([node], count)
+        yield pages
+
+
+class _TextExposition(BaseHTTPRequestHandler):
+    """Always the Prometheus text format, like vLLM's /metrics: content negotiation would
+    switch to OpenMetrics, whose name escaping turns `tetriserve:x` into `tetriserve_x`."""
+
+    def do_GET(self) -> None:
+        body = generate_latest()
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def expose(port: int | None, host: str = "127.0.0.1") -> None:
+    """Serves this process's metrics on `port` (None: not at all)."""
+    if port is None:
+        return
+    try:
+        server = ThreadingHTTPServer((host, port), _TextExposition)
+    except OSError as exc:
+        log.warning("metrics port %s unavailable: %s", port, exc)
+        return
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

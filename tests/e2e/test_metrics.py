@@ -1,0 +1,113 @@
+"""A real Prometheus server scrapes the ingress and every actor of a running deployment."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from cluster.config import DeploymentConfig
+from deploy.app_builder import build_app
+from deploy.prometheus_config import metrics_ports, scrape_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+METRICS_BASE_PORT = 19400
+SCRAPE_DEADLINE_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def deployment(tiny_model: Path) -> Iterator[DeploymentConfig]:
+    config = DeploymentConfig(
+        model_dir=tiny_model, port=free_port(), metrics_port=METRICS_BASE_PORT
+    )
+    ray.init(namespace="tetriserve-metrics-test", include_dashboard=False)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config), name="tetriserve", route_prefix="/")
+    yield config
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prometheus(deployment: DeploymentConfig, tmp_path_factory: pytest.TempPathFactory):
+    binary = shutil.which("prometheus")
+    assert binary, "the prometheus server is not installed (deploy/test.sh installs it)"
+    workdir = tmp_path_factory.mktemp("prometheus")
+    (workdir / "prometheus.yml").write_text(scrape_config(deployment, interval_s=1))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("w"),
+    )
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def query(prometheus: str, expression: str) -> list[dict]:
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=10)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
+def wait_for(prometheus: str, expression: str) -> list[dict]:
+    deadline = time.monotonic() + SCRAPE_DEADLINE_S
+    while time.monotonic() < deadline:
+        try:
+            found = query(prometheus, expression)
+        except httpx.HTTPError:
+            found = []
+        if found:
+            return found
+        time.sleep(1)
+    known = query(prometheus, '{__name__=~"tetriserve:.*"}')
+    names = sorted({(s["metric"]["__name__"], s["metric"].get("actor", "")) for s in known})
+    pytest.fail(f"Prometheus never returned a sample for {expression}; it has {names}")
+
+
+def test_prometheus_scrapes_every_stage(deployment: DeploymentConfig, prometheus: str) -> None:
+    base = f"http://{deployment.host}:{deployment.port}"
+    prompt = "metrics " * 70  # several KV pages
+    for _ in range(3):
+        reply = httpx.post(
+            f"{base}/v1/completions",
+            json={"model": "base:r16", "prompt": prompt, "max_tokens": 6, "temperature": 0},
+            timeout=120,
+        )
+        assert reply.status_code == 200
+    targets = len(metrics_ports(deployment)) + 1
+    up = wait_for(prometheus, f"count(up == 1) == {targets}")
+    assert float(up[0]["value"][1]) == targets
+    served = wait_for(
+        prometheus, 'tetriserve:e2e_request_latency_seconds_count{model="base:r16"} >= 3'
+    )
+    assert float(served[0]["value"][1]) >= 3
+    assert wait_for(prometheus, "tetriserve:time_to_first_token_seconds_count >= 3")
+    assert wait_for(prometheus, 'tetriserve:request_success_total{finished_reason="length"} >= 3')
+    loaded = wait_for(prometheus, 'tetriserve:kv_tokens_loaded_total{actor="decode-0"} > 0')
+    assert float(loaded[0]["value"][1]) >= 3 * 70
+    assert wait_for(prometheus, 'tetriserve:kv_transfer_bytes_total{direction="from_memory"} > 0')
+    depths = wait_for(prometheus, "tetriserve:num_requests_waiting")
+    assert {"prefill-0", "decode-0", "global-scheduler"} <= {s["metric"]["actor"] for s in depths}
+    assert wait_for(prometheus, "tetriserve:memory_node_pages_in_use")
