@@ -53,7 +53,8 @@ RUNNING = Gauge("tetriserve:num_requests_running", "Requests an instance is runn
 WAITING = Gauge("tetriserve:num_requests_waiting", "Requests queued at a stage.", ["actor"])
 KV_TOKENS_LOADED = Counter(
     "tetriserve:kv_tokens_loaded",
-    "Prompt tokens whose KV a decode instance read from memory nodes instead of computing.",
+    "Prompt tokens a decode instance did not compute: read from memory nodes, or found in"
+    " its own prefix cache.",
     ["actor"],
 )
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import ray
@@ -56,7 +57,7 @@ def reference(tiny_model: Path) -> dict[tuple[str, str | None, int], str]:
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
-    cases = make_prompts(30) + isolation_cases()
+    cases = make_prompts(30) + isolation_cases() + make_prompts(9, seed=99)
     llm = LLM(
         model=str(tiny_model),
         dtype="float32",
@@ -176,3 +177,28 @@ def test_vllm_benchmark_client_completes_100_requests(
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["completed"] == 100
     assert result.get("failed", 0) == 0
+
+
+# The failure tests run last: they kill parts of the module's deployment.
+
+
+def test_lost_memory_node_means_recompute_not_wrong_text(
+    client: openai.OpenAI, reference: dict
+) -> None:
+    decode = ray.get_actor("decode-0", namespace="tetriserve-test")
+    ray.kill(ray.get_actor("memory-0", namespace="tetriserve-test"))
+    before = ray.get(decode.stats.remote())
+    cases = [case for case in make_prompts(9, seed=99) if case[2] > 1]  # none cached locally
+    assert [complete(client, case) for case in cases] == [reference[case] for case in cases]
+    after = ray.get(decode.stats.remote())
+    assert after["requests"] - before["requests"] == len(cases)
+    assert after["kv_tokens_loaded"] == before["kv_tokens_loaded"]  # all recomputed
+
+
+def test_dead_decode_instance_is_a_clear_error_not_a_hang(server: str) -> None:
+    ray.kill(ray.get_actor("decode-0", namespace="tetriserve-test"))
+    body = {"model": "base", "prompt": "still there?", "max_tokens": 4, "temperature": 0}
+    response = httpx.post(f"{server}/v1/completions", json=body, timeout=120)
+    assert response.status_code == 500
+    assert response.json()["error"]["message"]
+    assert httpx.get(f"{server}/v1/models", timeout=30).status_code == 200
