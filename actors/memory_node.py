@@ -5,7 +5,9 @@ Only switches call it, one method per MemoryNode rpc, each taking and returning 
 kv.proto message. A refused request raises a `cluster.page_store` error, which Ray hands to
 the switch and the switch turns into a gRPC status. Leases are reaped on every call (and by
 `reap`), against `clock` (unix seconds). Deploy with `ray.remote(MemoryNode).remote("mem0")`;
-without a `memory` it stores pages on a Clio board model.
+without a `memory` it stores pages on a Clio board model, and without an `index` it keeps
+content keys and leases in a Storm remote hash table (one-sided reads first, OCC transactions
+for every change), whose reads, RPCs, commits and aborts `stats()["index"]` counts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from actors.clio_memory import ClioMemory
+from actors.storm_index import StormPageIndex
 from actors.wire import handle_to_wire, key_from_wire
+from cluster.page_index import PageIndex
 from cluster.page_store import Memory, PageStore
 from tetriserve.v1 import kv_pb2
 
@@ -31,13 +35,15 @@ class MemoryNode:
         name: str,
         memory: Memory | None = None,
         *,
+        index: PageIndex | None = None,
         arena_bytes: int = 4 << 20,
         lease_ttl_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.memory = memory if memory is not None else ClioMemory()
-        self.store = PageStore(self.memory, node=name, arena_bytes=arena_bytes)
+        self.index = index if index is not None else StormPageIndex()
+        self.store = PageStore(self.memory, node=name, arena_bytes=arena_bytes, index=self.index)
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
         self.ops: Counter[str] = Counter()
@@ -74,9 +80,9 @@ class MemoryNode:
 
     def lookup(self, request: bytes) -> bytes:
         msg = self._open("lookup", kv_pb2.LookupRequest, request)
-        found = self.store.lookup(msg.tenant, [key_from_wire(key) for key in msg.keys])
+        found, latency = self.store.find(msg.tenant, [key_from_wire(key) for key in msg.keys])
         handles = [handle_to_wire(h) if h else kv_pb2.KVPageHandle() for h in found]
-        return kv_pb2.LookupReply(handles=handles).SerializeToString()
+        return _reply(kv_pb2.LookupReply(handles=handles), latency)
 
     def grant_lease(self, request: bytes) -> bytes:
         msg = self._open("grant_lease", kv_pb2.GrantLeaseRequest, request)
@@ -103,6 +109,7 @@ class MemoryNode:
             **self.store.stats(),
             "resident_bytes": resident() if resident else None,
             "ops": dict(self.ops),
+            "index": self.index.stats(),
         }
 
     def ready(self) -> bool:

@@ -4,9 +4,12 @@ Request path: engine -> KVClient -> gRPC -> SuperNICSwitch (this) -> Ray call ->
 It serves the kv.proto `MemoryNode` service as a proxy and the switch.proto `SuperNICSwitch`
 service (Transfer, Stats). Each operation goes to the memory node its request names (Alloc
 with no name: rendezvous hashing on the page's prefix hash). KV payloads pass a per-tenant
-wall-clock token bucket (over the rate a call waits, it is never dropped) and the sNIC model's
-network tasks, which transform the real bytes: checksum + zstd compression on entry,
-decompression + checksum verification before the bytes leave. Bytes are counted per tenant.
+wall-clock token bucket (over the rate a call waits, it is never dropped), the DRF fair share
+(actors/switch_drf.py: per-epoch allocations enforced by more token buckets) and the sNIC
+model's network tasks, which transform the real bytes: checksum + zstd compression on entry,
+decompression + checksum verification before the bytes leave. A tenant whose payloads do not
+compress skips the compression NTs (one payload in `PROBE_EVERY` still tries). Bytes are
+counted per tenant.
 
     switch = ray.remote(SuperNICSwitch).remote({"mem0": node0, "mem1": node1})
     address = ray.get(switch.address.remote())   # "127.0.0.1:<port>" for KVClient
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -28,48 +31,16 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors.kv_client import CHANNEL_OPTIONS
+from actors.switch_drf import FairShare, FairShareConfig, RateLimiter
 from actors.switch_service import RoutingError, SwitchService
 from fpga_models.supernic.drf import dominant_share
-from fpga_models.supernic.parser import TokenBucket
-from fpga_models.supernic.switch import SuperNIC, Transmission
+from fpga_models.supernic.switch import SuperNIC, TenantCounters, Transmission
 from tetriserve.v1 import kv_pb2_grpc, switch_pb2_grpc
 
 CHAIN_IN = ("checksum", "compress")  # at the switch's ingress
 CHAIN_OUT = ("decompress", "verify")  # before the bytes leave for their destination
-
-
-class RateLimiter:
-    """Per-tenant token buckets in wall-clock time; `wait` blocks until the bytes may pass."""
-
-    def __init__(self, default_bytes_per_s: float | None, burst_s: float = 0.05) -> None:
-        self.default = default_bytes_per_s
-        self.burst_s = burst_s
-        self.rates: dict[str, float | None] = {}
-        self._buckets: dict[str, TokenBucket] = {}
-        self._lock = threading.Lock()
-
-    def set_rate(self, tenant: str, bytes_per_s: float | None) -> None:
-        with self._lock:
-            self.rates[tenant] = bytes_per_s
-            self._buckets.pop(tenant, None)
-
-    def wait(self, tenant: str, nbytes: int) -> float:
-        """Seconds this call waited for its tenant's tokens."""
-        with self._lock:
-            rate = self.rates.get(tenant, self.default)
-            if rate is None:
-                return 0.0
-            bucket = self._buckets.get(tenant)
-            if bucket is None:
-                burst = max(rate * self.burst_s, 1.0)
-                bucket = self._buckets[tenant] = TokenBucket(rate * 8e-9, burst, burst, 0.0)
-            now = time.monotonic_ns()
-            at = bucket.admit_at(nbytes, now)
-            bucket.take(nbytes, now)
-        delay = (at - now) / 1e9
-        if delay > 0:
-            time.sleep(delay)
-        return max(delay, 0.0)
+MIN_RATIO = 1.01  # compression that saves less than this is not worth its NT time
+PROBE_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -89,12 +60,16 @@ class SuperNICSwitch:
         port: int = 0,
         rate_limit_bytes_per_s: float | None = None,
         snic: SuperNIC | None = None,
+        fair_share: FairShareConfig | None = None,
         node_timeout_s: float = 4.0,
         max_workers: int = 8,
     ) -> None:
         self.nodes: dict[str, Any] = dict(memory_nodes or {})
         self.snic = snic or SuperNIC()
         self.limiter = RateLimiter(rate_limit_bytes_per_s)
+        self.fair = FairShare(self.snic.params, fair_share)
+        self._ratios: dict[str, float] = {}  # each tenant's last compression ratio
+        self._payloads: Counter[str] = Counter()
         self.node_timeout_s = node_timeout_s
         self.tenants: dict[str, TenantBytes] = {}
         self.ops: Counter[str] = Counter()
@@ -141,6 +116,7 @@ class SuperNICSwitch:
             "ops": ops,
             "errors": errors,
             "memory_nodes": sorted(self.nodes),
+            "fair_share": self.fair.report(),
         }
 
     def usage(self) -> dict[str, tuple[TenantBytes, float]]:
@@ -197,29 +173,54 @@ class SuperNICSwitch:
         return answers
 
     def carry(self, tenant: int | str, payload: bytes, inbound: bool) -> tuple[bytes, float]:
-        """A KV payload through the rate limiter and the network tasks: the bytes that leave
+        """A KV payload through the rate limiters and the network tasks: the bytes that leave
         the switch (checked against the checksum taken on entry) and the modelled latency."""
-        entered = self.transfer(tenant, payload, CHAIN_IN, inbound=inbound)
+        tenant = str(tenant)
         with self._lock:
-            left = self.snic.transmit(str(tenant), entered.payload, CHAIN_OUT, meta=entered.meta)
+            self._payloads[tenant] += 1
+            probe = self._payloads[tenant] % PROBE_EVERY == 1
+            compress = probe or self._ratios.get(tenant, MIN_RATIO) >= MIN_RATIO
+        chain_in, chain_out = (CHAIN_IN, CHAIN_OUT) if compress else (CHAIN_IN[:1], CHAIN_OUT[1:])
+        entered = self.transfer(tenant, payload, chain_in, inbound=inbound)
+        left = self._transmit(tenant, entered.payload, chain_out, entered.meta)
+        with self._lock:
             self.checksums_verified += bool(left.meta.get("crc_ok"))
+            if compress:
+                self._ratios[tenant] = float(entered.meta.get("compression_ratio", 1.0))
         return left.payload, entered.latency_ns + left.latency_ns
 
     def transfer(
         self, tenant: int | str, payload: bytes, chain: tuple[str, ...], *, inbound: bool = True
     ) -> Transmission:
-        """Runs `payload` through `chain` for `tenant`, after its rate limiter; counts it."""
+        """Runs `payload` through `chain` for `tenant`, after its rate limiters; counts it."""
         tenant = str(tenant)
-        waited = self.limiter.wait(tenant, len(payload))
+        waited = self.limiter.wait(tenant, len(payload)) + self.fair.admit(tenant, len(payload))
+        sent = self._transmit(tenant, payload, chain)
+        wire = len(sent.payload) + sum(len(copy) for copy in sent.replicas)
+        self.fair.record(tenant, ingress=len(payload), egress=wire)
         with self._lock:
-            sent = self.snic.transmit(tenant, payload, chain)
             usage = self.tenants.setdefault(tenant, TenantBytes())
             if inbound:
                 usage.bytes_in += len(payload)
             else:
                 usage.bytes_out += len(payload)
-            usage.bytes_on_wire += len(sent.payload) + sum(len(copy) for copy in sent.replicas)
+            usage.bytes_on_wire += wire
             usage.waited_s += waited
+        return sent
+
+    def _transmit(
+        self,
+        tenant: str,
+        payload: bytes,
+        chain: tuple[str, ...],
+        meta: dict[str, object] | None = None,
+    ) -> Transmission:
+        """The sNIC model's datapath; the bytes its NTs took go to the fair-share meter."""
+        with self._lock:
+            before = defaultdict(float, self.snic.counters.get(tenant, TenantCounters()).task_bytes)
+            sent = self.snic.transmit(tenant, payload, chain, meta=meta)
+            after = dict(self.snic.counters[tenant].task_bytes)
+        self.fair.record(tenant, tasks={task: n - before[task] for task, n in after.items()})
         return sent
 
     def count(self, op: str, error: str | None = None) -> None:

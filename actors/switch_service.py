@@ -135,7 +135,8 @@ class SwitchService(kv_pb2_grpc.MemoryNodeServicer, switch_pb2_grpc.SuperNICSwit
                 if found.length and not slot.length:
                     slot.CopyFrom(found)
                     slot.memory_node = name
-        return kv_pb2.LookupReply(handles=merged)
+        latency_ns = max((reply.latency_ns for _, reply in replies), default=0)  # in parallel
+        return kv_pb2.LookupReply(handles=merged, latency_ns=latency_ns)
 
     @_rpc
     def GrantLease(

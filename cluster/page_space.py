@@ -4,7 +4,9 @@ Part of the memory node's page store (cluster/page_store.py). A board hands out 
 regions (4 MiB on Clio) while KV pages are tens of KiB, so each region is cut into pages with
 a bump pointer, and a freed page's slot goes to its arena's free list for that size. An arena
 with no live page left is dropped (its region goes back to the board), so board memory grows
-with the pages actually stored. Pages are found by address (sorted starts) and by content key.
+with the pages actually stored. A page address carries its tenant's slot in its top bits, so
+`Spaces` finds the one space an address can belong to and refuses every other access. Pages are
+found by address (sorted starts); content keys are the page index's (cluster/page_index.py).
 A lease pins pages for one KV handoff until it is released or expires.
 """
 
@@ -16,7 +18,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cluster.kv_pages import PageKey
+from cluster.page_errors import (
+    BadLengthError,
+    ForeignPageError,
+    FreedPageError,
+    OutOfMemoryError,
+    UnmappedAddressError,
+)
 
+TAG_SHIFT = 46  # board addresses stay below 2**46; the tenant's slot sits above them
 _FREED_REMEMBERED = 4096  # freed pages remembered per tenant, to say "freed" not "unmapped"
 
 
@@ -63,7 +73,6 @@ class AddressSpace:
     arenas: list[Arena] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)  # sorted page addresses
     pages: dict[int, Page] = field(default_factory=dict)
-    keys: dict[PageKey, Page] = field(default_factory=dict)
     freed: OrderedDict[int, int] = field(default_factory=OrderedDict)  # address -> length
 
     def page_at(self, va: int) -> Page | None:
@@ -92,16 +101,12 @@ class AddressSpace:
         bisect.insort(self.starts, page.va)
         self.pages[page.va] = page
         self.freed.pop(page.va, None)
-        if page.key is not None:
-            self.keys[page.key] = page
 
     def remove(self, page: Page) -> Arena | None:
         """Takes the page out; returns its arena when that emptied and was dropped."""
         page.live = False
         del self.pages[page.va]
         self.starts.pop(bisect.bisect_left(self.starts, page.va))
-        if page.key is not None:
-            self.keys.pop(page.key, None)
         self.freed[page.va] = page.length
         if len(self.freed) > _FREED_REMEMBERED:
             self.freed.popitem(last=False)
@@ -112,6 +117,45 @@ class AddressSpace:
             return None
         self.arenas.remove(arena)
         return arena
+
+
+class Spaces:
+    """Every tenant's address space on one node, by tenant and by the slot its addresses carry."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[int, AddressSpace] = {}
+        self._owners: dict[int, int] = {}  # slot tag -> tenant
+
+    def get(self, tenant: int) -> AddressSpace | None:
+        return self._tenants.get(tenant)
+
+    def open(self, tenant: int) -> AddressSpace:
+        """The tenant's space, made on first use."""
+        space = self._tenants.get(tenant)
+        if space is None:
+            tag = len(self._owners) + 1
+            if tag >= 1 << (64 - TAG_SHIFT):
+                raise OutOfMemoryError("no address-space slot left for another tenant")
+            space = self._tenants[tenant] = AddressSpace(tag)
+            self._owners[tag] = tenant
+        return space
+
+    def page(self, tenant: int, va: int, length: int) -> Page:
+        """The live page of `tenant` holding [va, va + length), or a clear refusal."""
+        space = self._tenants.get(tenant)
+        if space is None or va >> TAG_SHIFT != space.tag:
+            owner = self._tenants.get(self._owners.get(va >> TAG_SHIFT, -1))
+            if owner is not None and owner.page_at(va) is not None:
+                raise ForeignPageError(f"{va:#x} belongs to another tenant than {tenant}")
+            raise UnmappedAddressError(f"{va:#x} is in no page of tenant {tenant}")
+        page = space.page_at(va)
+        if page is None:
+            if space.was_freed(va):
+                raise FreedPageError(f"{va:#x} of tenant {tenant} was freed")
+            raise UnmappedAddressError(f"{va:#x} is in no page of tenant {tenant}")
+        if length <= 0 or va + length > page.va + page.length:
+            raise BadLengthError(f"{length} bytes at {va:#x} leave the page at {page.va:#x}")
+        return page
 
 
 @dataclass(slots=True)
@@ -139,12 +183,12 @@ class Leases:
     def pop(self, lease_id: str) -> Lease | None:
         return self.active.pop(lease_id, None)
 
-    def due(self, now: float) -> list[Lease]:
-        """Takes out every lease whose expiry is at or before `now`."""
+    def due(self, now: float) -> list[tuple[str, Lease]]:
+        """Takes out every lease whose expiry is at or before `now`, with its id."""
         ended = []
         while self._heap and self._heap[0][0] <= now:
             _, lease_id = heapq.heappop(self._heap)
             lease = self.active.get(lease_id)
             if lease is not None and lease.expires_at <= now:
-                ended.append(self.active.pop(lease_id))
+                ended.append((lease_id, self.active.pop(lease_id)))
         return ended

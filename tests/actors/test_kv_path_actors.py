@@ -92,41 +92,70 @@ def test_pages_round_trip_for_two_tenants_over_both_nodes(path: KVPath) -> None:
     assert path.stats()["checksums_verified"] - verified_before == 2 * 16  # writes + reads
     node_stats = ray.get([node.stats.remote() for node in path.nodes.values()])
     assert sum(s["verified_reads"] for s in node_stats) >= 16
+    index = {k: sum(s["index"][k] for s in node_stats) for k in node_stats[0]["index"]}
+    print("page index on the memory nodes:", {k: round(v, 3) for k, v in index.items()})
+    assert index["lookups"] >= 2 * 16 and index["lookup_rpcs"] < index["lookups"] / 4
+    assert index["tx_commits"] >= 16 and index["tx_aborts"] == 0
+
+
+def node_bytes_read(path: KVPath) -> int:
+    return sum(s["bytes_read"] for s in ray.get([n.stats.remote() for n in path.nodes.values()]))
 
 
 def test_another_tenants_page_gives_an_error_and_no_bytes(path: KVPath) -> None:
     client = path.client
-    owner, keys = tenant_keys("gamma", 1)
-    intruder, _ = tenant_keys("delta", 0)
+    owner, keys = tenant_keys("gamma", 2)
+    intruder, intruder_keys = tenant_keys("delta", 1)
     secret = os.urandom(PAGE)
-    (handle,) = store_pages(client, owner, keys, [secret])
-    client.alloc(intruder, tenant_keys("delta", 1)[1][0], PAGE)  # it has a space there too
+    handle, other = store_pages(client, owner, keys, [secret, secret])
+    client.grant_lease("gamma-lease", owner, [other])
+    theirs = client.alloc(intruder, intruder_keys[0], PAGE, memory_node=other.memory_node)
     node, va = handle.memory_node, handle.virtual_address
+    read_before = node_bytes_read(path)
     failures = {}
     for name, call in {
         "read": lambda: client.read(intruder, node, va, PAGE),
+        "read inside": lambda: client.read(intruder, node, va + 4096, 16),
         "write": lambda: client.write(intruder, node, va, b"x" * 64),
         "free": lambda: client.free(intruder, node, va),
+        "lock": lambda: client.lock(intruder, node, va),
+        "lease": lambda: client.grant_lease("delta-lease", intruder, [handle]),
+        "their lease id": lambda: client.grant_lease("gamma-lease", intruder, [theirs]),
+        "their key": lambda: client.alloc(intruder, keys[0], PAGE),
         "forged": lambda: client.read(owner, node, va + (1 << 40), 16),
+        "forged write": lambda: client.write(owner, node, va ^ (1 << 50), b"x"),
         "too long": lambda: client.read(owner, node, va, PAGE + 1),
+        "past the end": lambda: client.read(owner, node, va + PAGE - 8, 16),
+        "write past the end": lambda: client.write(owner, node, va + PAGE - 8, b"x" * 16),
+        "empty": lambda: client.read(owner, node, va, 0),
         "no node": lambda: client.read(owner, "mem9", va, 16),
     }.items():
         with pytest.raises(KVTransferError) as caught:
             call()
         failures[name] = caught.value.code
+    denied, invalid = "PERMISSION_DENIED", "INVALID_ARGUMENT"
     assert failures == {
-        "read": "PERMISSION_DENIED",
-        "write": "PERMISSION_DENIED",
-        "free": "PERMISSION_DENIED",
-        "forged": "PERMISSION_DENIED",
-        "too long": "INVALID_ARGUMENT",
+        **dict.fromkeys(["read", "read inside", "write", "free", "lock", "lease"], denied),
+        **dict.fromkeys(["their lease id", "their key", "forged", "forged write"], denied),
+        **dict.fromkeys(["too long", "past the end", "write past the end", "empty"], invalid),
         "no node": "NOT_FOUND",
     }
+    assert client.lookup(intruder, keys) == [None, None]  # no handle of theirs either
+    assert node_bytes_read(path) == read_before  # nothing was read for a refused request
+    assert str(intruder) not in {t for t, u in path.stats()["tenants"].items() if u["bytes_out"]}
     assert client.read_page(handle) == secret
     client.free(owner, node, va)
-    with pytest.raises(KVTransferError, match="FreedPageError") as caught:
-        client.read_page(handle)
-    assert caught.value.code == "NOT_FOUND"
+    for call in (
+        lambda: client.read_page(handle),
+        lambda: client.write_page(handle, secret),
+        lambda: client.free(owner, node, va),
+        lambda: client.grant_lease("gamma-late", owner, [handle]),
+    ):
+        with pytest.raises(KVTransferError, match="FreedPageError") as caught:
+            call()
+        assert caught.value.code == "NOT_FOUND"
+    assert client.lookup(owner, keys)[0] is None
+    assert client.release_lease("gamma-lease") == 1
 
 
 def test_switch_counts_each_tenants_bytes_and_compresses_kv(path: KVPath) -> None:
