@@ -30,6 +30,7 @@ from cluster.model_factory import ensure_model
 from deploy.openai_app import OpenAIIngress
 from deploy.prometheus_config import metrics_ports
 
+_DETACHED = False
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
     "kv_connector_module_path": "actors.kv_connector",
@@ -40,7 +41,10 @@ KV_CONNECTOR = {
 def _actor(cls: type, name: str) -> Any:
     # Engines bind to cores explicitly (EngineConfig.cpu_cores); Ray's CPU accounting would
     # only keep a small machine from starting every actor, so no actor claims a logical CPU.
-    return ray.remote(cls).options(name=name, num_cpus=0, max_concurrency=1000)
+    # Under `serve run` the builder runs in a task that ends once the app is built, so its
+    # actors must not die with it: they are detached there, and live until `ray stop`.
+    lifetime = "detached" if _DETACHED else None
+    return ray.remote(cls).options(name=name, num_cpus=0, max_concurrency=1000, lifetime=lifetime)
 
 
 def _engine_config(
@@ -140,4 +144,7 @@ def build_app(config: DeploymentConfig) -> serve.Application:
 
 
 def app_from_args(args: dict[str, Any]) -> serve.Application:
+    """The application builder named in deploy/serve_config.yaml."""
+    global _DETACHED
+    _DETACHED = True
     return build_app(DeploymentConfig(**args))
