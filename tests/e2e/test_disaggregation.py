@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from ray import serve
 
 from cluster.config import DeploymentConfig
 from deploy.app_builder import build_app
+from tests.support import free_port, plain_vllm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -45,29 +45,14 @@ def make_prompts(count: int, seed: int = 7) -> list[tuple[str, str | None, int]]
     return cases
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_model: Path) -> dict[tuple[str, str | None, int], str]:
     """Greedy completions from one plain vLLM engine."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
     cases = make_prompts(30) + isolation_cases() + make_prompts(9, seed=99)
-    llm = LLM(
-        model=str(tiny_model),
-        dtype="float32",
-        max_model_len=1024,
-        block_size=32,
-        enforce_eager=True,
-        enable_lora=True,
-        max_lora_rank=64,
-        seed=0,
-    )
+    llm = plain_vllm(tiny_model)
     try:
         loras = {
             name: LoRARequest(name, i + 1, str(tiny_model / "adapters" / name))

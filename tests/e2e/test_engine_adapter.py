@@ -10,6 +10,7 @@ import pytest
 from actors.engine import EngineAdapter, UnknownAdapterError
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec
+from tests.support import plain_vllm
 
 pytestmark = pytest.mark.e2e
 
@@ -24,19 +25,10 @@ MAX_TOKENS = 12
 
 def plain_vllm_token_ids(model: Path, adapter: Path) -> dict[str | None, list[list[int]]]:
     """Greedy token ids from one plain vLLM engine: base model (key None) and adapter."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
-    llm = LLM(
-        model=str(model),
-        dtype="float32",
-        max_model_len=512,
-        block_size=32,
-        enforce_eager=True,
-        enable_lora=True,
-        max_lora_rank=64,
-        seed=0,
-    )
+    llm = plain_vllm(model, max_model_len=512)
     try:
         params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
         lora = LoRARequest("r16", 1, str(adapter))

@@ -8,7 +8,6 @@ server keeps serving afterwards.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from ray.serve.generated import serve_pb2, serve_pb2_grpc
 from cluster.config import DeploymentConfig
 from deploy.app_builder import build_app
 from deploy.grpc_ingress import grpc_options
+from tests.support import free_port
 from tetriserve.v1 import generate_pb2, generate_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -30,12 +30,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 APP = "tetriserve"
 METADATA = (("application", APP),)
 PROMPT = "The prefill instance hands its pages to the decode instance"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_app(channel: grpc.Channel, timeout_s: float = 60) -> None:

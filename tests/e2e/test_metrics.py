@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,17 +16,12 @@ from ray import serve
 from cluster.config import DeploymentConfig
 from deploy.app_builder import build_app
 from deploy.prometheus_config import metrics_ports, scrape_config
+from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 METRICS_BASE_PORT = 19400
 SCRAPE_DEADLINE_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,12 @@ import httpx
 import openai
 import pytest
 
+from tests.support import free_port
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 STARTUP_TIMEOUT_S = 300
 METRICS_BASE_PORT = 29400
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
