@@ -117,6 +117,7 @@ class GlobalScheduler:
                 inbound = sum(t.get("bytes_in", 0) for t in tenants)
                 outbound = sum(t.get("bytes_out", 0) for t in tenants)
                 self.cluster_stats.switch_bytes[name] = (inbound, outbound)
+                self.cluster_stats.compression_ratio[name] = found.get("compression_ratio", 1.0)
 
     async def _collect_and_broadcast(self) -> None:
         decode_reports = await _gather_reports(self.decode)

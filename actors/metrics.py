@@ -65,6 +65,7 @@ class ClusterStats:
 
     def __init__(self) -> None:
         self.switch_bytes: dict[str, tuple[int, int]] = {}  # switch -> (to nodes, from nodes)
+        self.compression_ratio: dict[str, float] = {}  # switch -> bytes carried / on wire
         self.pages_in_use: dict[str, int] = {}
 
     def collect(self):
@@ -77,6 +78,14 @@ class ClusterStats:
             moved.add_metric([switch, "to_memory"], inbound)
             moved.add_metric([switch, "from_memory"], outbound)
         yield moved
+        ratio = GaugeMetricFamily(
+            "tetriserve:kv_compression_ratio",
+            "KV bytes a switch carried over the bytes its compression task put on the wire.",
+            labels=["switch"],
+        )
+        for switch, value in self.compression_ratio.items():
+            ratio.add_metric([switch], value)
+        yield ratio
         pages = GaugeMetricFamily(
             "tetriserve:memory_node_pages_in_use",
             "KV pages held by a memory node.",

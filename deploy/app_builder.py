@@ -38,13 +38,20 @@ KV_CONNECTOR = {
 }
 
 
-def _actor(cls: type, name: str) -> Any:
-    # Engines bind to cores explicitly (EngineConfig.cpu_cores); Ray's CPU accounting would
-    # only keep a small machine from starting every actor, so no actor claims a logical CPU.
-    # Under `serve run` the builder runs in a task that ends once the app is built, so its
-    # actors must not die with it: they are detached there, and live until `ray stop`.
+def _actor(cls: type, name: str, concurrent: bool = True) -> Any:
+    """Options for one actor of the deployment.
+
+    Engines bind to cores explicitly (EngineConfig.cpu_cores); Ray's CPU accounting would
+    only keep a small machine from starting every actor, so no actor claims a logical CPU.
+    `concurrent` is for asyncio actors (instances, scheduler); actors with synchronous
+    methods and state (memory nodes, switch, adapter store) take one call at a time.
+    Under `serve run` the builder runs in a task that ends once the app is built, so its
+    actors must not die with it: they are detached there, and live until `ray stop`.
+    """
     lifetime = "detached" if _DETACHED else None
-    return ray.remote(cls).options(name=name, num_cpus=0, max_concurrency=1000, lifetime=lifetime)
+    return ray.remote(cls).options(
+        name=name, num_cpus=0, max_concurrency=1000 if concurrent else 1, lifetime=lifetime
+    )
 
 
 def _engine_config(
@@ -81,12 +88,12 @@ def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> Col
 def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> DisaggregatedPath:
     ports = metrics_ports(config)
     nodes = {
-        f"memory-{i}": _actor(MemoryNode, f"memory-{i}").remote(f"memory-{i}")
+        f"memory-{i}": _actor(MemoryNode, f"memory-{i}", concurrent=False).remote(f"memory-{i}")
         for i in range(config.memory_nodes)
     }
-    switch = _actor(SuperNICSwitch, "switch-0").remote(nodes)
+    switch = _actor(SuperNICSwitch, "switch-0", concurrent=False).remote(nodes)
     address = ray.get(switch.address.remote())
-    store = _actor(LoRAAdapterStore, "adapter-store").remote(checkpoint.adapters)
+    store = _actor(LoRAAdapterStore, "adapter-store", concurrent=False).remote(checkpoint.adapters)
     model_id = str(checkpoint.model_dir)
     engine = _engine_config(config, checkpoint, 0, "kv_producer", address)
     layout = PageLayout(

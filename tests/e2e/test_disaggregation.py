@@ -131,6 +131,14 @@ def test_greedy_text_equals_plain_vllm_and_decode_reads_kv(
     assert after["kv_pages_leased"] > before["kv_pages_leased"]
 
 
+def test_switch_compresses_and_checks_real_kv_pages(client: openai.OpenAI) -> None:
+    switch = ray.get_actor("switch-0", namespace="tetriserve-test")
+    stats = ray.get(switch.stats.remote())
+    assert stats["bytes_carried"] > 0 and stats["checksums_verified"] > 0
+    assert stats["compression_ratio"] >= 1.0
+    print(f"compression ratio on the engine's KV pages: {stats['compression_ratio']:.3f}")
+
+
 def test_adapters_never_share_kv(client: openai.OpenAI, reference: dict) -> None:
     first, second = isolation_cases()
     for order in ((first, second), (second, first)):

@@ -105,3 +105,4 @@ def test_prometheus_scrapes_every_stage(deployment: DeploymentConfig, prometheus
     depths = wait_for(prometheus, "tetriserve:num_requests_waiting")
     assert {"prefill-0", "decode-0", "global-scheduler"} <= {s["metric"]["actor"] for s in depths}
     assert wait_for(prometheus, "tetriserve:memory_node_pages_in_use")
+    assert wait_for(prometheus, "tetriserve:kv_compression_ratio >= 1")
