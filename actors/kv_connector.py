@@ -84,12 +84,15 @@ class TetriserveConnector(KVConnectorBase_V1):
         params = TransferParams.from_kv_transfer_params(request.kv_transfer_params)
         if params is None or params.role != "consume":
             return 0, False
-        available = min(
+        return max(0, self._loadable(request, params) - num_computed_tokens), False
+
+    def _loadable(self, request: Request, params: TransferParams) -> int:
+        """Prompt tokens the lease's pages can supply; the last prompt token is computed."""
+        return min(
             params.num_tokens,
             len(params.pages) * self._block_size,
             len(request.prompt_token_ids or ()) - 1,
         )
-        return max(0, available - num_computed_tokens), False
 
     def update_state_after_alloc(
         self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
@@ -98,8 +101,7 @@ class TetriserveConnector(KVConnectorBase_V1):
             return
         params = TransferParams.from_kv_transfer_params(request.kv_transfer_params)
         assert params is not None
-        end = min(params.num_tokens, len(params.pages) * self._block_size)
-        end = min(end, len(request.prompt_token_ids or ()) - 1)
+        end = self._loadable(request, params)
         self._to_load[request.request_id] = (params, end - num_external_tokens, end)
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:

@@ -55,7 +55,6 @@ class PrefillInstance:
         self.kv = KVClient(switch_address)
         self.dispatcher = dispatcher or LeastLoaded()
         self.decode_loads: dict[str, InstanceLoad] = {}
-        self.prefills = 0
 
     def set_decode_loads(self, reports: list[bytes]) -> None:
         """The cluster monitor's broadcast of decode-instance load."""
@@ -74,29 +73,23 @@ class PrefillInstance:
         produce = TransferParams(
             "produce", tenant, len(prompt) - 1, self.model_id, request.adapter or ""
         )
-        first_step = dataclasses.replace(
-            request.sampling, max_tokens=1, ignore_eos=request.sampling.ignore_eos
-        )
+        first_step = dataclasses.replace(request.sampling, max_tokens=1)
         step_request = dataclasses.replace(request, sampling=first_step)
         first = None
         async for delta in self.serving.generate(step_request, produce.to_kv_transfer_params()):
             first = delta
         assert first is not None
-        self.prefills += 1
-        decision = scheduling_pb2.DispatchDecision()
-        decision.CopyFrom(task.decision)
         decode_task = scheduling_pb2.DecodeTask(
             request=task.request,
+            decision=task.decision,
             prompt_token_ids=prompt,
             first_token_ids=list(first.token_ids),
             first=delta_to_wire(first),
         )
-        ends_here = first.finished and request.sampling.max_tokens == 1
-        if not ends_here:
-            decision.decode_instance = self._dispatch()
+        if request.sampling.max_tokens > 1:  # otherwise the first step was the whole answer
+            decode_task.decision.decode_instance = self._dispatch()
             lease = await asyncio.to_thread(self._lease, request, tenant, prompt)
             decode_task.lease.CopyFrom(lease)
-        decode_task.decision.CopyFrom(decision)
         return decode_task.SerializeToString()
 
     def _dispatch(self) -> str:

@@ -95,27 +95,30 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     address = ray.get(switch.address.remote())
     store = _actor(LoRAAdapterStore, "adapter-store", concurrent=False).remote(checkpoint.adapters)
     model_id = str(checkpoint.model_dir)
-    engine = _engine_config(config, checkpoint, 0, "kv_producer", address)
+    prefill_engines = [
+        _engine_config(config, checkpoint, i, "kv_producer", address).model_copy(
+            update={"max_num_batched_tokens": config.chunk_tokens}
+        )
+        for i in range(config.prefill)
+    ]
     layout = PageLayout(
         num_layers=checkpoint.num_layers,
         num_kv_heads=checkpoint.num_kv_heads,
         head_dim=checkpoint.head_dim,
-        block_size=engine.block_size,
+        block_size=prefill_engines[0].block_size,
         dtype_bytes=4 if resolve_device(config.device) == "cpu" else 2,
     )
     prefill = {
         f"prefill-{i}": _actor(PrefillInstance, f"prefill-{i}").remote(
             f"prefill-{i}",
-            _engine_config(config, checkpoint, i, "kv_producer", address).model_copy(
-                update={"max_num_batched_tokens": config.chunk_tokens}
-            ),
+            engine,
             model_id,
             address,
             layout,
             store,
             metrics_port=ports.get(f"prefill-{i}"),
         )
-        for i in range(config.prefill)
+        for i, engine in enumerate(prefill_engines)
     }
     decode = {
         f"decode-{i}": _actor(DecodeInstance, f"decode-{i}").remote(
