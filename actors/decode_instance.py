@@ -1,9 +1,11 @@
-"""DecodeInstance: continues a request from the KV its prefill left in memory nodes.
+"""The decode role: continues a request from the KV its prefill left in memory nodes.
 
-DecodeTask in → the engine is asked to consume the lease's pages (its KV connector reads
-them by handle and computes only the last prompt token) → tokens stream out as
-GenerateResponse messages → the lease is released as soon as the KV is in the engine.
-Counters say how many prompt tokens arrived as KV rather than being recomputed.
+DecodeTask in → decode admission (greedy, reserve-static or reserve-dynamic, over the
+predicted output lengths of the decodes already running) holds it until its KV fits → the
+engine consumes the lease's pages (its KV connector reads them by handle and computes only
+the last prompt token) → tokens stream out as GenerateResponse messages → the lease is
+released as soon as the KV is in the engine. Counters say how many prompt tokens arrived as
+KV rather than being recomputed; the load report says how many running decodes are heavy.
 """
 
 from __future__ import annotations
@@ -11,39 +13,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from actors import metrics
 from actors.kv_client import KVClient, KVTransferError
 from actors.serving_engine import ServingEngine
-from actors.wire import delta_to_wire, handle_from_wire, load_to_wire, request_from_wire
-from cluster.config import EngineConfig
+from actors.wire import delta_to_wire, handle_from_wire, request_from_wire
+from cluster.config import SchedulingConfig
+from cluster.decode_admission import Candidate, RunningDecode, make_admission
 from cluster.kv_pages import tenant_id
 from cluster.kv_transfer import TransferParams
+from cluster.placement import InstanceLoad
+from cluster.request import TokenDelta, merge_deltas
 from tetriserve.v1 import scheduling_pb2
+
+
+@dataclass(slots=True)
+class _Decoding:
+    prompt_tokens: int
+    predicted_output: int
+    heavy: bool
+    generated: int = 0
+
+    def view(self, request_id: str) -> RunningDecode:
+        return RunningDecode(
+            request_id,
+            kv_tokens=self.prompt_tokens + self.generated,
+            predicted_remaining=max(self.predicted_output - self.generated, 0),
+        )
 
 
 class DecodeInstance:
     def __init__(
-        self,
-        instance_id: str,
-        config: EngineConfig,
-        model_id: str,
-        switch_address: str,
-        adapter_store: Any = None,
-        metrics_port: int | None = None,
+        self, serving: ServingEngine, kv: KVClient, model_id: str, scheduling: SchedulingConfig
     ) -> None:
-        self.serving = ServingEngine(instance_id, config, adapter_store, metrics_port)
+        self.serving = serving
+        self.kv = kv
         self.model_id = model_id
-        self.kv = KVClient(switch_address)
+        self.admission = make_admission(scheduling.admission)
+        self.stream_interval_s = scheduling.stream_interval_ms / 1000
+        self.decoding: dict[str, _Decoding] = {}
+        self.waiting = 0
+        self._changed = asyncio.Condition()
         self.counters = {"requests": 0, "kv_tokens_loaded": 0, "kv_pages_leased": 0}
 
-    def load_report(self) -> bytes:
-        load = self.serving.load()
-        return load_to_wire(load, scheduling_pb2.INSTANCE_ROLE_DECODE).SerializeToString()
+    def capacity_tokens(self) -> int:
+        return self.serving.engine.kv_capacity_tokens()
 
-    def stats(self) -> dict[str, int]:
-        return dict(self.counters)
+    def load(self) -> InstanceLoad:
+        load = self.serving.load(waiting_outside=self.waiting)
+        used = sum(d.prompt_tokens + d.generated for d in self.decoding.values())
+        load.free_kv_tokens = max(self.capacity_tokens() - used, 0)
+        load.heavy_decodes = sum(d.heavy for d in self.decoding.values())
+        load.light_decodes = len(self.decoding) - load.heavy_decodes
+        return load
 
     async def decode(self, task_bytes: bytes) -> AsyncIterator[bytes]:
         task = scheduling_pb2.DecodeTask.FromString(task_bytes)
@@ -58,8 +82,11 @@ class DecodeInstance:
         self.counters["requests"] += 1
         self.counters["kv_pages_leased"] += len(lease.pages)
         released = not lease.lease_id
+        decoding = await self._admit(request.request_id, task)
+        steps = self.serving.generate(request, consume.to_kv_transfer_params())
         try:
-            async for delta in self.serving.generate(request, consume.to_kv_transfer_params()):
+            async for delta in coalesce(steps, self.stream_interval_s):
+                decoding.generated += len(delta.token_ids)
                 if not released:
                     released = True
                     self.counters["kv_tokens_loaded"] += delta.cached_tokens
@@ -69,10 +96,92 @@ class DecodeInstance:
                     asyncio.get_running_loop().run_in_executor(None, self._release, lease)
                 yield delta_to_wire(delta).SerializeToString()
         finally:
+            await self._finished(request.request_id)
             if not released:
                 await asyncio.to_thread(self._release, lease)
+
+    async def _admit(self, request_id: str, task: scheduling_pb2.DecodeTask) -> _Decoding:
+        """Waits until the admission policy lets the request into the engine."""
+        decoding = _Decoding(
+            prompt_tokens=len(task.prompt_token_ids),
+            predicted_output=task.decision.predicted_decode_tokens,
+            heavy=task.decision.heavy_decode,
+        )
+        candidate = Candidate(request_id, decoding.prompt_tokens, decoding.predicted_output)
+
+        def fits() -> bool:
+            running = [d.view(rid) for rid, d in self.decoding.items()]
+            return self.admission.admit(candidate, running, self.capacity_tokens())
+
+        async with self._changed:
+            self.waiting += 1
+            try:
+                await self._changed.wait_for(fits)
+            finally:
+                self.waiting -= 1
+            self.decoding[request_id] = decoding
+        return decoding
+
+    async def _finished(self, request_id: str) -> None:
+        async with self._changed:
+            self.decoding.pop(request_id, None)
+            self._changed.notify_all()
 
     def _release(self, lease: Any) -> None:
         # On failure the memory nodes free the pages when the lease expires.
         with contextlib.suppress(KVTransferError):
             self.kv.release_lease(lease.lease_id)
+
+
+async def coalesce(
+    steps: AsyncIterator[TokenDelta], interval_s: float
+) -> AsyncIterator[TokenDelta]:
+    """The first delta alone and at once, then whatever the engine made within `interval_s`
+    of each batch's first delta as one delta: fewer messages on the way to the client (each
+    costs far more than a decode step of a small model); a finished delta ends the wait."""
+    if interval_s <= 0:
+        async for delta in steps:
+            yield delta
+        return
+    queue: asyncio.Queue[TokenDelta | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for delta in steps:
+                queue.put_nowait(delta)
+        finally:
+            queue.put_nowait(None)
+
+    pumping = asyncio.get_running_loop().create_task(pump())
+    try:
+        first = await queue.get()
+        done = first is None or first.finished
+        if first is not None:
+            yield first
+        while not done:
+            batch, done = await _batch(queue, interval_s)
+            if batch:
+                yield merge_deltas(batch)
+        await pumping  # the engine's exception, if its stream ended with one
+    finally:
+        pumping.cancel()
+
+
+async def _batch(
+    queue: asyncio.Queue[TokenDelta | None], interval_s: float
+) -> tuple[list[TokenDelta], bool]:
+    """The next delta and those that follow it within `interval_s`; True when the stream ended."""
+    loop = asyncio.get_running_loop()
+    item = await queue.get()
+    if item is None:
+        return [], True
+    batch, deadline = [item], loop.time() + interval_s
+    while not item.finished:
+        try:
+            item = await asyncio.wait_for(queue.get(), deadline - loop.time())
+        except TimeoutError:
+            return batch, False
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, True

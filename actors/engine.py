@@ -161,6 +161,11 @@ class EngineAdapter:
     async def abort(self, request_id: str) -> None:
         await self._engine.abort(request_id)
 
+    def kv_capacity_tokens(self) -> int:
+        """Tokens the engine's KV cache holds (its blocks times the block size)."""
+        cache = self._engine.vllm_config.cache_config
+        return (cache.num_gpu_blocks or 0) * cache.block_size
+
     def stats(self) -> EngineStats:
         return EngineStats(
             unfinished_requests=self._engine.get_num_unfinished_requests(),

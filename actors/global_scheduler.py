@@ -1,9 +1,12 @@
-"""GlobalScheduler: admission and prefill placement, and the cluster monitor.
+"""GlobalScheduler: admission and prefill placement, the cluster monitor, instance flips.
 
-`place` answers where a request's prefill runs (or refuses it with `Overloaded` when the
-cluster already holds `max_outstanding` requests: the front door turns that into a 429).
-The monitor collects every instance's LoadReport each `monitor_interval_s` and broadcasts
-decode load to the prefill instances, whose decode dispatchers choose from it.
+`place` answers where a request's prefill runs: the least-loaded instance in the prefill
+role (or it refuses with `Overloaded` when the cluster already holds `max_outstanding`
+requests: the front door turns that into a 429). The monitor collects every instance's
+LoadReport each `monitor_interval_s` and broadcasts the decode role's load to every
+instance, whose decode dispatchers choose from it. With flips on, an instance idle for long
+while the other role is busy is drained (no new work routed to it) and, once empty, told to
+take the other role (cluster/instance_flip.py decides; the instance confirms).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from prometheus_client import REGISTRY
 
 from actors import metrics
 from actors.wire import load_from_wire
+from cluster.instance_flip import FlipController, Role
 from cluster.placement import InstanceLoad, LeastLoaded, Placement
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 STATS_EVERY_ROUNDS = 10
+NEVER = 2**62  # idle rounds that never come
 
 
 class Overloaded(RuntimeError):
@@ -30,13 +35,14 @@ class Overloaded(RuntimeError):
 class GlobalScheduler:
     def __init__(
         self,
-        prefill: dict[str, Any],
-        decode: dict[str, Any],
+        instances: dict[str, Any],
+        roles: dict[str, str],
         max_outstanding: int = 256,
         monitor_interval_s: float = 0.1,
         placement: Placement | None = None,
         infrastructure: dict[str, Any] | None = None,
         metrics_port: int | None = None,
+        flip_idle_rounds: int | None = None,
     ) -> None:
         metrics.expose(metrics_port)
         self.cluster_stats = metrics.ClusterStats()
@@ -45,12 +51,17 @@ class GlobalScheduler:
         # Memory nodes, switches and the adapter store live as long as the scheduler that
         # knows them: it is the one holder of their handles.
         self.infrastructure = dict(infrastructure or {})
-        self.prefill = dict(prefill)
-        self.decode = dict(decode)
+        self.instances = dict(instances)
+        # flip_idle_rounds None: roles change only when an operator asks (request_flip).
+        self.roles = FlipController(
+            {name: Role(role) for name, role in roles.items()},
+            idle_rounds=flip_idle_rounds or NEVER,
+        )
         self.max_outstanding = max_outstanding
         self.monitor_interval_s = monitor_interval_s
         self.placement = placement or LeastLoaded()
-        self.prefill_loads = {name: InstanceLoad(name) for name in self.prefill}
+        self.loads = {name: InstanceLoad(name) for name in self.instances}
+        self.flips: list[tuple[str, str]] = []  # (instance, new role), in order
         self.in_flight: dict[str, str] = {}  # request id -> prefill instance
         self._monitor: asyncio.Task | None = None
 
@@ -63,10 +74,11 @@ class GlobalScheduler:
         request = generate_pb2.GenerateRequest.FromString(request_bytes)
         if len(self.in_flight) >= self.max_outstanding:
             raise Overloaded(f"{len(self.in_flight)} requests in flight; the limit is reached")
-        chosen = self.placement.choose(self.prefill_loads)
+        routable = {name: self.loads[name] for name in self.roles.routable(Role.PREFILL)}
+        chosen = self.placement.choose(routable)
         if chosen is None:
             raise Overloaded("no prefill instance is available")
-        self.prefill_loads[chosen].queued += 1
+        self.loads[chosen].queued += 1
         self.in_flight[request.request_id] = chosen
         decision = scheduling_pb2.DispatchDecision(
             request_id=request.request_id, prefill_instance=chosen, policy="least_loaded"
@@ -76,16 +88,21 @@ class GlobalScheduler:
     def prefilled(self, request_id: str) -> None:
         """The request left its prefill instance."""
         chosen = self.in_flight.get(request_id)
-        if chosen is not None and self.prefill_loads[chosen].queued > 0:
-            self.prefill_loads[chosen].queued -= 1
+        if chosen is not None and self.loads[chosen].queued > 0:
+            self.loads[chosen].queued -= 1
 
     def finished(self, request_id: str) -> None:
         if request_id in self.in_flight:
             self.prefilled(request_id)
             del self.in_flight[request_id]
 
-    def stats(self) -> dict[str, int]:
-        return {"in_flight": len(self.in_flight)}
+    def stats(self) -> dict[str, Any]:
+        roles = {name: self.roles.role(name).value for name in self.instances}
+        return {"in_flight": len(self.in_flight), "roles": roles, "flips": list(self.flips)}
+
+    def request_flip(self, instance_id: str) -> None:
+        """An operator's flip: drain the instance now, switch its role once it is empty."""
+        self.roles.request_flip(instance_id)
 
     async def _monitor_loop(self) -> None:
         rounds = 0
@@ -120,16 +137,32 @@ class GlobalScheduler:
                 self.cluster_stats.compression_ratio[name] = found.get("compression_ratio", 1.0)
 
     async def _collect_and_broadcast(self) -> None:
-        decode_reports = await _gather_reports(self.decode)
-        for name, report in (await _gather_reports(self.prefill)).items():
+        reports = await _gather_reports(self.instances)
+        for name, report in reports.items():
             load = load_from_wire(scheduling_pb2.LoadReport.FromString(report))
-            load.queued = max(load.queued, self.prefill_loads[name].queued)
-            self.prefill_loads[name] = load
-        reports = list(decode_reports.values())
+            if self.roles.role(name) is Role.PREFILL:  # placed but not yet arrived counts too
+                load.queued = max(load.queued, self.loads[name].queued)
+            self.loads[name] = load
+        decode = [reports[name] for name in self.roles.routable(Role.DECODE) if name in reports]
         await asyncio.gather(
-            *(h.set_decode_loads.remote(reports) for h in self.prefill.values()),
+            *(h.set_decode_loads.remote(decode) for h in self.instances.values()),
             return_exceptions=True,
         )
+        self.roles.observe({name: self.loads[name] for name in reports})
+        await self._flip_drained()
+
+    async def _flip_drained(self) -> None:
+        """Tells each drained instance to take the other role; confirms when it did."""
+        for name in self.roles.ready_to_flip():
+            target = Role.DECODE if self.roles.role(name) is Role.PREFILL else Role.PREFILL
+            try:
+                await self.instances[name].set_role.remote(target.value)
+            except Exception as exc:  # still busy or gone: try again next round
+                log.info("flip of %s to %s not yet: %s", name, target, exc)
+                continue
+            self.roles.flipped(name)
+            self.flips.append((name, target.value))
+            log.info("instance %s now serves as %s", name, target)
 
 
 async def _gather_reports(handles: dict[str, Any]) -> dict[str, bytes]:

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from actors.wire import handle_from_wire, key_to_wire
+from actors.wire import handle_from_wire, handle_to_wire, key_to_wire
 from cluster.kv_pages import PageHandle, PageKey
 from tetriserve.v1 import kv_pb2, kv_pb2_grpc, switch_pb2, switch_pb2_grpc
 
@@ -89,6 +89,27 @@ class KVClient:
 
     def read_page(self, handle: PageHandle) -> bytes:
         return self.read(handle.tenant, handle.memory_node, handle.virtual_address, handle.length)
+
+    def write_pages(
+        self, tenant: int, pages: Sequence[tuple[PageKey, bytes]], memory_node: str = ""
+    ) -> list[PageHandle]:
+        """Allocates (or finds) each key's page and writes it whole, all in one call."""
+        request = kv_pb2.WritePagesRequest(
+            tenant=tenant,
+            pages=[kv_pb2.PageWrite(key=key_to_wire(key), data=bytes(data)) for key, data in pages],
+            memory_node=memory_node,
+        )
+        handles = [handle_from_wire(h) for h in self._call(self._kv.WritePages, request).handles]
+        if len(handles) != len(pages) or any(h is None for h in handles):
+            raise KVTransferError("INTERNAL", "the switch answered write_pages incompletely")
+        return handles  # type: ignore[return-value]
+
+    def read_pages(self, tenant: int, handles: Sequence[PageHandle]) -> list[bytes]:
+        """The pages' bytes, in the order given, in one call."""
+        request = kv_pb2.ReadPagesRequest(
+            tenant=tenant, pages=[handle_to_wire(handle) for handle in handles]
+        )
+        return list(self._call(self._kv.ReadPages, request).data)
 
     def free(self, tenant: int, memory_node: str, virtual_address: int) -> None:
         request = kv_pb2.FreeRequest(

@@ -28,7 +28,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 
 from actors.kv_client import KVClient, KVTransferError
 from actors.kv_layout import extract_blocks, inject_blocks
-from cluster.kv_pages import PageHandle, PageKey, open_page, page_keys, pages_touched, seal_page
+from cluster.kv_pages import PageKey, open_page, page_keys, pages_touched, seal_page
 from cluster.kv_transfer import LoadOp, PageLoad, PageSave, SaveOp, TransferParams
 
 if TYPE_CHECKING:
@@ -73,7 +73,6 @@ class TetriserveConnector(KVConnectorBase_V1):
         self._caches: list[torch.Tensor] = []
         self._layer_index: dict[str, int] = {}
         self._staged: dict[int, list[torch.Tensor | None]] = {}
-        self._handles: dict[tuple[str, int], PageHandle] = {}
         self._failed_blocks: set[int] = set()
 
     # ---------------------------------------------------------------- scheduler side
@@ -184,18 +183,17 @@ class TetriserveConnector(KVConnectorBase_V1):
         plan = self._get_connector_metadata()
         assert isinstance(plan, StepPlan)
         for op in plan.loads:
-            for page in op.pages:
-                try:
-                    self._load(op.tenant, page)
-                except (KVTransferError, ValueError) as exc:
-                    log.warning("KV load of %s failed, recomputing: %s", op.req_id, exc)
-                    failed = op.pages[op.pages.index(page) :]
-                    self._failed_blocks.update(p.block_id for p in failed)
-                    break
+            loaded = 0
+            try:
+                pages = self._kv().read_pages(op.tenant, [page.handle for page in op.pages])
+                for page, data in zip(op.pages, pages, strict=True):
+                    self._inject(page, data)
+                    loaded += 1
+            except (KVTransferError, ValueError) as exc:
+                log.warning("KV load of %s failed, recomputing: %s", op.req_id, exc)
+                self._failed_blocks.update(p.block_id for p in op.pages[loaded:])
 
-    def _load(self, tenant: int, page: PageLoad) -> None:
-        handle = page.handle
-        data = self._kv().read(tenant, handle.memory_node, handle.virtual_address, handle.length)
+    def _inject(self, page: PageLoad, data: bytes) -> None:
         blocks, valid = open_page(data)
         if valid < page.needed_tokens:
             raise ValueError(f"page holds {valid} tokens, {page.needed_tokens} needed")
@@ -229,24 +227,20 @@ class TetriserveConnector(KVConnectorBase_V1):
                 self._save(op, torch.stack(layers, dim=1))  # [pages, layers, block numel]
             except KVTransferError as exc:
                 log.warning("KV save of %s failed; decode will recompute: %s", op.req_id, exc)
-            finally:
-                if op.final:
-                    self._forget(op.req_id)
 
     def _save(self, op: SaveOp, blocks: torch.Tensor) -> None:
-        for row, page in enumerate(op.pages):
-            data = seal_page(
-                blocks[row].contiguous().view(torch.uint8).numpy().tobytes(), page.valid_tokens
+        """The step's pages of one request, sealed, in one write (allocated by key)."""
+        pages = [
+            (
+                page.key,
+                seal_page(
+                    blocks[row].contiguous().view(torch.uint8).numpy().tobytes(),
+                    page.valid_tokens,
+                ),
             )
-            handle = self._handles.get((op.req_id, page.page_index))
-            if handle is None:
-                handle = self._kv().alloc(op.tenant, page.key, len(data))
-                self._handles[op.req_id, page.page_index] = handle
-            self._kv().write(op.tenant, handle.memory_node, handle.virtual_address, data)
-
-    def _forget(self, req_id: str) -> None:
-        for key in [k for k in self._handles if k[0] == req_id]:
-            del self._handles[key]
+            for row, page in enumerate(op.pages)
+        ]
+        self._kv().write_pages(op.tenant, pages)
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         failed, self._failed_blocks = self._failed_blocks, set()

@@ -12,7 +12,9 @@ for every change), whose reads, RPCs, commits and aborts `stats()["index"]` coun
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
@@ -68,6 +70,26 @@ class MemoryNode:
         return _reply(
             kv_pb2.WriteReply(), self.store.write(msg.tenant, msg.virtual_address, msg.data)
         )
+
+    def write_pages(self, request: bytes) -> bytes:
+        msg = self._open("write_pages", kv_pb2.WritePagesRequest, request)
+        handles, latency = [], 0.0
+        for page in msg.pages:
+            key = key_from_wire(page.key)
+            handle, _, alloc_ns = self.store.alloc(msg.tenant, key, len(page.data))
+            latency += alloc_ns + self.store.write(msg.tenant, handle.virtual_address, page.data)
+            written = dataclasses.replace(handle, checksum=zlib.crc32(page.data))
+            handles.append(handle_to_wire(written))
+        return _reply(kv_pb2.WritePagesReply(handles=handles), latency)
+
+    def read_pages(self, request: bytes) -> bytes:
+        msg = self._open("read_pages", kv_pb2.ReadPagesRequest, request)
+        pages, latency = [], 0.0
+        for page in msg.pages:
+            data, read_ns = self.store.read(msg.tenant, page.virtual_address, page.length)
+            pages.append(data)
+            latency += read_ns
+        return _reply(kv_pb2.ReadPagesReply(data=pages), latency)
 
     def lock(self, request: bytes) -> bytes:
         msg = self._open("lock", kv_pb2.LockRequest, request)

@@ -1,36 +1,50 @@
-"""PrefillInstance: runs a request's prompt through its engine as a KV producer.
+"""The prefill role: runs a request's prompt through the engine as a KV producer.
 
-PrefillTask in → the engine computes the prompt (one output token), its KV connector writes
-the KV of all prompt tokens but the last into memory-node pages → the pages that arrived
-whole are found by key and pinned under a lease → the decode dispatcher picks a decode
-instance → DecodeTask out, carrying the lease. A page that did not arrive ends the lease
-early; the decode side then recomputes from there, so a lost page costs time, never text.
+PrefillTask in → the request waits in the prefill queue (FCFS, SJF or LJF, sorted in
+batches of PrefillSchedBatch) → it is released to the engine when less than two chunks of
+prompt tokens are in flight there; the engine, whose token budget per forward pass is
+ChunkSize, packs released prompts into ChunkSize chunks in release order (long prompts
+split, short ones merged) and never decodes here (the prefill step ends at its first token)
+→ the KV connector writes the KV of all prompt tokens but the last into memory-node pages →
+the pages that arrived whole are pinned under a lease → the length predictor guesses the
+output length and the decode dispatcher picks a decode instance → DecodeTask out. A page
+that did not arrive ends the lease early; the decode side then recomputes from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import threading
 import uuid
-from typing import Any
+from pathlib import Path
 
 from actors.kv_client import KVClient, KVTransferError
 from actors.serving_engine import ServingEngine
-from actors.wire import (
-    delta_to_wire,
-    handle_to_wire,
-    load_from_wire,
-    load_to_wire,
-    request_from_wire,
-)
-from cluster.config import EngineConfig
+from actors.wire import delta_to_wire, handle_to_wire, load_from_wire, request_from_wire
+from cluster.config import SchedulingConfig
+from cluster.decode_dispatch import make_dispatcher
 from cluster.kv_pages import PageHandle, PageLayout, page_keys, tenant_id
 from cluster.kv_transfer import TransferParams
-from cluster.placement import InstanceLoad, LeastLoaded, Placement
-from cluster.request import GenerationRequest
+from cluster.length_predictor import (
+    LengthBuckets,
+    LengthPrediction,
+    LengthPredictor,
+    load_sharegpt,
+    majority_accuracy,
+    split_samples,
+)
+from cluster.placement import InstanceLoad, RequestNeed
+from cluster.prefill_queue import PrefillQueue
+from cluster.request import FinishReason, GenerationRequest
 from tetriserve.v1 import kv_pb2, scheduling_pb2
 
 LEASE_TTL_S = 30.0
+# The engine holds at most this many chunks of released, not yet prefilled prompt tokens:
+# one being computed and one ready, so the engine never idles between chunks.
+CHUNKS_IN_ENGINE = 2
+log = logging.getLogger(__name__)
 
 
 class NoDecodeInstance(RuntimeError):
@@ -40,35 +54,110 @@ class NoDecodeInstance(RuntimeError):
 class PrefillInstance:
     def __init__(
         self,
-        instance_id: str,
-        config: EngineConfig,
+        serving: ServingEngine,
+        kv: KVClient,
         model_id: str,
-        switch_address: str,
         layout: PageLayout,
-        adapter_store: Any = None,
-        metrics_port: int | None = None,
-        dispatcher: Placement | None = None,
+        scheduling: SchedulingConfig,
+        chunk_tokens: int,
     ) -> None:
-        self.serving = ServingEngine(instance_id, config, adapter_store, metrics_port)
+        self.serving = serving
+        self.kv = kv
         self.model_id = model_id
         self.layout = layout
-        self.kv = KVClient(switch_address)
-        self.dispatcher = dispatcher or LeastLoaded()
+        self.chunk_tokens = chunk_tokens
+        self.heavy_decode_tokens = scheduling.heavy_decode_tokens
+        self.queue = PrefillQueue(scheduling.prefill_policy, scheduling.prefill_sched_batch)
+        self.released_tokens = 0
+        self._turns: dict[str, asyncio.Event] = {}
+        buckets = LengthBuckets(scheduling.length_granularity, scheduling.length_buckets)
+        self.predictor = LengthPredictor(buckets, seed=scheduling.seed)
+        self._learning = threading.Lock()
+        if scheduling.length_train_file is not None:
+            self.train_predictor(scheduling.length_train_file)
+        self.dispatcher = make_dispatcher(scheduling.dispatcher, seed=scheduling.seed)
         self.decode_loads: dict[str, InstanceLoad] = {}
+
+    def train_predictor(self, path: Path) -> dict[str, float]:
+        """Fits the length predictor on a ShareGPT-format file; returns held-out accuracy."""
+        samples = load_sharegpt(path, self.serving.engine.tokenize)
+        train, test = split_samples(samples, seed=0)
+        self.predictor.fit(train)
+        figures = {
+            "samples": float(len(samples)),
+            "accuracy": self.predictor.accuracy(test),
+            "majority_accuracy": majority_accuracy(train, test, self.predictor.buckets),
+        }
+        log.info("length predictor trained on %s: %s", path, figures)
+        return figures
 
     def set_decode_loads(self, reports: list[bytes]) -> None:
         """The cluster monitor's broadcast of decode-instance load."""
         loads = [load_from_wire(scheduling_pb2.LoadReport.FromString(r)) for r in reports]
         self.decode_loads = {load.instance_id: load for load in loads}
 
-    def load_report(self) -> bytes:
-        load = self.serving.load()
-        return load_to_wire(load, scheduling_pb2.INSTANCE_ROLE_PREFILL).SerializeToString()
+    def load(self) -> InstanceLoad:
+        return self.serving.load(waiting_outside=len(self.queue))
 
     async def prefill(self, task_bytes: bytes) -> bytes:
         task = scheduling_pb2.PrefillTask.FromString(task_bytes)
         request = request_from_wire(task.request)
         prompt = list(request.prompt_token_ids)
+        await self._wait_turn(request.request_id, len(prompt))
+        try:
+            first = await self._first_step(request, prompt)
+        finally:
+            self.released_tokens -= len(prompt)
+            self._release()
+        decode_task = scheduling_pb2.DecodeTask(
+            request=task.request,
+            decision=task.decision,
+            prompt_token_ids=prompt,
+            first_token_ids=list(first.token_ids),
+            first=delta_to_wire(first),
+        )
+        # The first step was the whole answer when it hit max_tokens or a stop condition.
+        if request.sampling.max_tokens > 1 and first.finish_reason is not FinishReason.STOP:
+            self._dispatch(decode_task.decision, request, prompt)
+            lease = await asyncio.to_thread(self._lease, request, prompt)
+            decode_task.lease.CopyFrom(lease)
+        return decode_task.SerializeToString()
+
+    async def observe(self, prompt: list[int], output_tokens: int) -> None:
+        """A finished request's true output length: the predictor learns from it.
+
+        Off the event loop (a refit takes a while); one observation at a time."""
+
+        def learn() -> None:
+            with self._learning:
+                self.predictor.observe(prompt, output_tokens)
+
+        await asyncio.to_thread(learn)
+
+    async def _wait_turn(self, request_id: str, prompt_tokens: int) -> None:
+        turn = self._turns[request_id] = asyncio.Event()
+        self.queue.push(request_id, prompt_tokens)
+        self._release()
+        try:
+            await turn.wait()
+        except asyncio.CancelledError:
+            if self.queue.remove(request_id):
+                self._turns.pop(request_id, None)
+            else:  # released just before the cancellation: give its tokens back
+                self.released_tokens -= prompt_tokens
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        """Lets queued requests into the engine, in policy order, while it has room."""
+        while self.released_tokens < CHUNKS_IN_ENGINE * self.chunk_tokens:
+            queued = self.queue.pop()
+            if queued is None:
+                return
+            self.released_tokens += queued.prompt_tokens
+            self._turns.pop(queued.request_id).set()
+
+    async def _first_step(self, request: GenerationRequest, prompt: list[int]):
         tenant = tenant_id(self.model_id, request.adapter)
         produce = TransferParams(
             "produce", tenant, len(prompt) - 1, self.model_id, request.adapter or ""
@@ -79,31 +168,43 @@ class PrefillInstance:
         async for delta in self.serving.generate(step_request, produce.to_kv_transfer_params()):
             first = delta
         assert first is not None
-        decode_task = scheduling_pb2.DecodeTask(
-            request=task.request,
-            decision=task.decision,
-            prompt_token_ids=prompt,
-            first_token_ids=list(first.token_ids),
-            first=delta_to_wire(first),
-        )
-        if request.sampling.max_tokens > 1:  # otherwise the first step was the whole answer
-            decode_task.decision.decode_instance = self._dispatch()
-            lease = await asyncio.to_thread(self._lease, request, tenant, prompt)
-            decode_task.lease.CopyFrom(lease)
-        return decode_task.SerializeToString()
+        return first
 
-    def _dispatch(self) -> str:
-        chosen = self.dispatcher.choose(self.decode_loads)
+    def _dispatch(
+        self,
+        decision: scheduling_pb2.DispatchDecision,
+        request: GenerationRequest,
+        prompt: list[int],
+    ) -> None:
+        """Fills in the predicted output length and the decode instance chosen for it."""
+        prediction = self.predictor.predict(prompt, request.sampling.max_tokens)
+        heavy = self.is_heavy(prediction)
+        need = RequestNeed(kv_tokens=len(prompt) + prediction.lower_tokens, heavy=heavy)
+        chosen = self.dispatcher.choose(self.decode_loads, need)
         if chosen is None:
             raise NoDecodeInstance("no decode instance is known to this prefill instance")
-        self.decode_loads[chosen].queued += 1  # until the next broadcast corrects it
-        return chosen
+        load = self.decode_loads[chosen]  # counted until the next broadcast corrects it
+        load.queued += 1
+        load.free_kv_tokens = max(load.free_kv_tokens - need.kv_tokens, 0)
+        if heavy:
+            load.heavy_decodes += 1
+        else:
+            load.light_decodes += 1
+        decision.decode_instance = chosen
+        decision.predicted_decode_bucket = prediction.bucket
+        decision.predicted_decode_tokens = prediction.lower_tokens
+        decision.heavy_decode = heavy
+        decision.policy = type(self.dispatcher).__name__
 
-    def _lease(self, request: GenerationRequest, tenant: int, prompt: list[int]) -> kv_pb2.KVLease:
+    def is_heavy(self, prediction: LengthPrediction) -> bool:
+        return prediction.lower_tokens >= self.heavy_decode_tokens
+
+    def _lease(self, request: GenerationRequest, prompt: list[int]) -> kv_pb2.KVLease:
         """Pins the pages that arrived whole; stops at the first one that did not.
 
         Every page is written whole and says in its trailer how many tokens it holds, so
         the decode side checks that a page it reads is complete enough for its needs."""
+        tenant = tenant_id(self.model_id, request.adapter)
         count = len(prompt) - 1
         keys = page_keys(self.model_id, request.adapter, prompt[:count], self.layout.block_size)
         lease = kv_pb2.KVLease(lease_id=uuid.uuid4().hex, request_id=request.request_id)

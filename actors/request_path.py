@@ -1,9 +1,12 @@
 """The route a request takes behind the front door, as the ingress sees it.
 
-`DisaggregatedPath`: GlobalScheduler.place → PrefillInstance.prefill (KV into memory nodes,
-decode instance chosen) → DecodeInstance.decode streams tokens back. A dead instance before
-the first token means another try on a fresh placement; after tokens were sent it ends the
-stream with an error: never a hang, never silent wrong text.
+`DisaggregatedPath`: GlobalScheduler.place → an instance's prefill (KV into memory nodes,
+decode instance chosen) → another instance's decode streams tokens back. A greedy request's
+first token goes to the client as soon as the prefill made it; the decode side computes the
+same token again, and the path checks that it did before passing on the rest. When the
+request ends, its true output length goes back to the prefill instance's length predictor.
+A dead instance before the first token means another try on a fresh placement; after
+tokens were sent it ends the stream with an error: never a hang, never silent wrong text.
 `ColocatedPath`: one EngineInstance runs the whole request.
 
 Both expose `generate(request) -> AsyncIterator[TokenDelta]`; errors come out as a final
@@ -12,6 +15,7 @@ delta with `finish_reason=ERROR` and `error` set, or as `Overloaded` before anyt
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +30,11 @@ ATTEMPTS = 2
 
 
 def _failed(request: GenerationRequest, message: str) -> TokenDelta:
-    return TokenDelta(request.request_id, "", (), FinishReason.ERROR, error=message)
+    return _failed_id(request.request_id, message)
+
+
+def _failed_id(request_id: str, message: str) -> TokenDelta:
+    return TokenDelta(request_id, "", (), FinishReason.ERROR, error=message)
 
 
 async def _stream(call: Any) -> AsyncIterator[TokenDelta]:
@@ -49,10 +57,9 @@ class ColocatedPath:
 
 
 class DisaggregatedPath:
-    def __init__(self, scheduler: Any, prefill: dict[str, Any], decode: dict[str, Any]) -> None:
+    def __init__(self, scheduler: Any, instances: dict[str, Any]) -> None:
         self.scheduler = scheduler
-        self.prefill = prefill
-        self.decode = decode
+        self.instances = instances
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         wire = request_to_wire(request)
@@ -80,19 +87,41 @@ class DisaggregatedPath:
             raise
         decision = scheduling_pb2.DispatchDecision.FromString(decision_bytes)
         task = scheduling_pb2.PrefillTask(request=wire, decision=decision)
-        prefill = self.prefill[decision.prefill_instance]
+        prefill = self.instances[decision.prefill_instance]
         try:
             decode_task_bytes = await prefill.prefill.remote(task.SerializeToString())
         finally:
             self.scheduler.prefilled.remote(wire.request_id)
         decode_task = scheduling_pb2.DecodeTask.FromString(decode_task_bytes)
+        first = delta_from_wire(decode_task.first)
         if not decode_task.decision.decode_instance:
-            yield delta_from_wire(decode_task.first)
+            yield first
+            self._observe(prefill, decode_task, first.completion_tokens)
             return
-        decode = self.decode[decode_task.decision.decode_instance]
+        early = wire.sampling.temperature == 0.0  # greedy: the decode side repeats this token
+        if early:
+            yield dataclasses.replace(first, finish_reason=None)
+        decode = self.instances[decode_task.decision.decode_instance]
         call = decode.decode.options(num_returns="streaming").remote(decode_task_bytes)
+        last = first
         async for delta in _stream(call):
+            if early and last is first:
+                last = delta
+                if delta.token_ids[:1] != first.token_ids[:1] and delta.finish_reason is None:
+                    yield _failed_id(wire.request_id, "decode disagreed with prefill's token")
+                    return
+                if delta.finish_reason is None:
+                    continue
+                delta = dataclasses.replace(delta, text="", token_ids=())
+            last = delta
             yield delta
+        if last.finish_reason not in (None, FinishReason.ERROR):
+            self._observe(prefill, decode_task, last.completion_tokens)
+
+    @staticmethod
+    def _observe(prefill: Any, task: scheduling_pb2.DecodeTask, output_tokens: int) -> None:
+        """The finished request's true output length, for the prefill's length predictor."""
+        prefill.observe.remote(list(task.prompt_token_ids), output_tokens)
 
 
 def _reason(exc: Exception) -> str:

@@ -1,14 +1,16 @@
 """What prefill and decode instances share: an engine, adapters fetched on demand, load.
 
-`ServingEngine.generate` is `EngineAdapter.generate` plus two things an instance needs: the
-first request for an adapter the engine lacks fetches it from the LoRAAdapterStore, and the
-number of requests in flight is counted for load reports.
+`ServingEngine.generate` is `EngineAdapter.generate` plus what an instance needs: the first
+request for an adapter the engine lacks fetches it from the LoRAAdapterStore, and the
+requests in flight are counted for load reports, with the seconds the engine had work
+(`busy_seconds`, the instance-seconds a benchmark charges).
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ class ServingEngine:
         self._adapter_root = Path(tempfile.mkdtemp(prefix=f"tetriserve-{instance_id}-"))
         self._adapter_locks: dict[str, asyncio.Lock] = {}
         self.running = 0
+        self._busy_s = 0.0
+        self._busy_since = 0.0
 
     async def _ensure_adapter(self, name: str | None) -> None:
         if name is None or name in self.engine.adapters or self._adapter_store is None:
@@ -53,17 +57,30 @@ class ServingEngine:
         self, request: GenerationRequest, kv_transfer_params: dict | None = None
     ) -> AsyncIterator[TokenDelta]:
         await self._ensure_adapter(request.adapter)
+        if self.running == 0:
+            self._busy_since = time.monotonic()
         self.running += 1
         try:
             async for delta in self.engine.generate(request, kv_transfer_params):
                 yield delta
         finally:
             self.running -= 1
+            if self.running == 0:
+                self._busy_s += time.monotonic() - self._busy_since
 
-    def load(self) -> InstanceLoad:
-        """This instance's load, also published as its queue-depth gauges."""
+    @property
+    def busy_seconds(self) -> float:
+        """Seconds so far during which the engine had at least one request."""
+        ongoing = time.monotonic() - self._busy_since if self.running else 0.0
+        return self._busy_s + ongoing
+
+    def load(self, waiting_outside: int = 0) -> InstanceLoad:
+        """This instance's load, also published as its queue-depth gauges.
+
+        `waiting_outside`: requests the instance holds back before its engine (a prefill
+        queue, decode admission); they count as queued."""
         stats = self.engine.stats()
-        queued = max(stats.unfinished_requests - self.running, 0)
+        queued = max(stats.unfinished_requests - self.running, 0) + waiting_outside
         metrics.RUNNING.labels(self.instance_id).set(self.running)
         metrics.WAITING.labels(self.instance_id).set(queued)
         return InstanceLoad(self.instance_id, queued=queued, running=self.running)

@@ -116,6 +116,46 @@ class SwitchService(kv_pb2_grpc.MemoryNodeServicer, switch_pb2_grpc.SuperNICSwit
         return reply
 
     @_rpc
+    def WritePages(
+        self, request: kv_pb2.WritePagesRequest, context: grpc.ServicerContext
+    ) -> Message:
+        """All pages go to one memory node, placed by the first page's key."""
+        if not request.pages:
+            raise BadRequestError("write_pages needs at least one page")
+        if not request.memory_node:
+            first_key = request.pages[0].key
+            request.memory_node = self.switch.place(first_key.prefix_hash, request.tenant)
+        self.switch.node(request.memory_node)
+        carried_ns = 0.0
+        for page in request.pages:
+            page.data, latency_ns = self.switch.carry(request.tenant, page.data, inbound=True)
+            carried_ns += latency_ns
+        reply = self._one(context, "write_pages", request, kv_pb2.WritePagesReply)
+        for handle in reply.handles:
+            handle.memory_node = request.memory_node
+        reply.latency_ns += round(carried_ns)
+        return reply
+
+    @_rpc
+    def ReadPages(self, request: kv_pb2.ReadPagesRequest, context: grpc.ServicerContext) -> Message:
+        """One call per memory node holding some of the pages; the nodes' latencies overlap."""
+        by_node: dict[str, list[int]] = {}
+        for index, page in enumerate(request.pages):
+            by_node.setdefault(self._node_named(page.memory_node, "read_pages"), []).append(index)
+        pages, latency_ns = [b""] * len(request.pages), 0.0
+        for name, indices in by_node.items():
+            asked = kv_pb2.ReadPagesRequest(
+                tenant=request.tenant, pages=[request.pages[i] for i in indices], memory_node=name
+            )
+            reply = self._one(context, "read_pages", asked, kv_pb2.ReadPagesReply)
+            node_ns = float(reply.latency_ns)
+            for index, data in zip(indices, reply.data, strict=True):
+                pages[index], carried_ns = self.switch.carry(request.tenant, data, inbound=False)
+                node_ns += carried_ns
+            latency_ns = max(latency_ns, node_ns)
+        return kv_pb2.ReadPagesReply(data=pages, latency_ns=round(latency_ns))
+
+    @_rpc
     def Lock(self, request: kv_pb2.LockRequest, context: grpc.ServicerContext) -> Message:
         return self._one(context, "lock", request, kv_pb2.LockReply)
 

@@ -40,6 +40,33 @@ class EngineConfig(BaseModel):
     kv_transfer: dict | None = None
 
 
+class SchedulingConfig(BaseModel):
+    """The scheduling plane's policies (see cluster/ for each one) and their knobs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Prefill queue order and how many queued requests are sorted together (PrefillSchedBatch).
+    prefill_policy: Literal["fcfs", "sjf", "ljf"] = "fcfs"
+    prefill_sched_batch: PositiveInt = 16
+    # Decode dispatcher on each prefill instance, and admission on each decode instance.
+    dispatcher: Literal["power_of_two", "random", "least_loaded"] = "power_of_two"
+    admission: Literal["greedy", "reserve_static", "reserve_dynamic"] = "reserve_dynamic"
+    # Output-length buckets of the predictor: [0, g), [g, 2g), ... the last one open.
+    length_granularity: PositiveInt = 32
+    length_buckets: PositiveInt = 8
+    # A ShareGPT-format JSON file to train the length predictor on before serving.
+    length_train_file: Path | None = None
+    # Predicted output above this many tokens makes a decode heavy.
+    heavy_decode_tokens: PositiveInt = 64
+    # Instance flip: after this many idle monitor rounds while the other role is busy.
+    flip: bool = True
+    flip_idle_rounds: PositiveInt = 50
+    # A decode stream sends what its engine made within this many ms as one message
+    # (the first token alone, at once); 0 sends every step.
+    stream_interval_ms: int = Field(default=20, ge=0, le=1000)
+    seed: int = 0
+
+
 class DeploymentConfig(BaseModel):
     """A whole tetriserve deployment: where it listens and what it is made of."""
 
@@ -60,5 +87,6 @@ class DeploymentConfig(BaseModel):
     max_outstanding: PositiveInt = 256
     # Base port of the per-actor Prometheus exporters (see actors/metrics.py); None: off.
     metrics_port: int | None = Field(default=9400, ge=1, le=65000)
-    # Tokens per prefill forward pass (ChunkSize); None keeps the engine's own budget.
+    # Tokens per prefill forward pass (ChunkSize); None: profiled at start-up (the knee).
     chunk_tokens: PositiveInt | None = None
+    scheduling: SchedulingConfig = SchedulingConfig()

@@ -2,8 +2,10 @@
 
 The global scheduler places a request on a prefill instance; the decode dispatcher on the
 prefill instance places it on a decode instance. Both choose over `InstanceLoad`s through a
-`Placement` policy; the simple least-loaded policy is the default, and the research policies
-(power-of-two over predicted memory, heavy:light ratio) plug in through the same seam.
+`Placement` policy, told what the request needs (`RequestNeed`: predicted KV tokens and
+whether its decode is predicted heavy). The least-loaded policy here is the default and
+ignores the need; the research dispatchers in `cluster.decode_dispatch` (power-of-two over
+predicted free memory, heavy:light ratio) plug in through the same seam.
 """
 
 from __future__ import annotations
@@ -27,16 +29,30 @@ class InstanceLoad:
         return self.queued + self.running
 
 
+@dataclass(frozen=True, slots=True)
+class RequestNeed:
+    """What one request asks of the instance it is placed on."""
+
+    kv_tokens: int = 0  # prompt + predicted decode tokens (bucket lower bound)
+    heavy: bool = False  # predicted heavy decode
+
+
+NO_NEED = RequestNeed()
+
+
 class Placement(Protocol):
-    def choose(self, loads: Mapping[str, InstanceLoad]) -> str | None:
+    def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
         """The instance to use, or None when there is none to choose from."""
         ...
 
 
 class LeastLoaded:
-    """Fewest outstanding requests; ties go to the instance with the most free KV."""
+    """Fewest outstanding requests; ties go to the instance with the most free KV.
 
-    def choose(self, loads: Mapping[str, InstanceLoad]) -> str | None:
+    The request's need plays no part.
+    """
+
+    def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
         if not loads:
             return None
         best = min(loads.values(), key=_least_loaded_order)

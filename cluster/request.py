@@ -7,7 +7,9 @@ place (actors/wire.py); nothing here knows about Ray, vLLM or gRPC.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 BASE_MODEL_NAME = "base"
@@ -67,6 +69,17 @@ class TokenDelta:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+def merge_deltas(deltas: Sequence[TokenDelta]) -> TokenDelta:
+    """Consecutive deltas of one request as one: texts and tokens joined in order, the
+    counts, finish reason and error of the last."""
+    last = deltas[-1]
+    return dataclasses.replace(
+        last,
+        text="".join(delta.text for delta in deltas),
+        token_ids=tuple(token for delta in deltas for token in delta.token_ids),
+    )
 
 
 def parse_model_name(model: str) -> str | None:

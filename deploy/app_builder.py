@@ -1,9 +1,11 @@
 """Builds the Serve application: the actors of the request path and the ingress in front.
 
 Disaggregated (the default): memory nodes, a SuperNIC switch in front of them, the LoRA
-adapter store, prefill instances (KV producers), decode instances (KV consumers) and the
-global scheduler. Colocated: one engine instance runs whole requests. `app_from_args` is the
-Serve application builder that `serve run deploy/serve_config.yaml` calls.
+adapter store, serving instances that start in the prefill or the decode role (each a KV
+producer and consumer, so roles can flip), and the global scheduler. ChunkSize is the
+deployment's or, when it names none, profiled once (actors/chunk_profiler.py).
+Colocated: one engine instance runs whole requests. `app_from_args` is the Serve
+application builder that `serve run deploy/serve_config.yaml` calls.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import ray
 from ray import serve
 
 from actors.adapter_store import LoRAAdapterStore
-from actors.decode_instance import DecodeInstance
+from actors.chunk_profiler import chunk_tokens_for
 from actors.engine import resolve_device
 from actors.engine_instance import EngineInstance
 from actors.global_scheduler import GlobalScheduler
 from actors.memory_node import MemoryNode
-from actors.prefill_instance import PrefillInstance
 from actors.request_path import ColocatedPath, DisaggregatedPath
+from actors.serving_instance import ServingInstance
 from actors.supernic_switch import SuperNICSwitch
 from cluster.checkpoint import CheckpointInfo, inspect_checkpoint
 from cluster.config import DeploymentConfig, EngineConfig
+from cluster.instance_flip import Role
 from cluster.kv_pages import PageLayout
 from cluster.model_factory import ensure_model
 from deploy.openai_app import OpenAIIngress
@@ -85,6 +88,13 @@ def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> Col
     return ColocatedPath(instance)
 
 
+def chunk_tokens(config: DeploymentConfig, checkpoint: CheckpointInfo) -> int:
+    """ChunkSize: the deployment's, or the prefill engine's profiled knee."""
+    if config.chunk_tokens is not None:
+        return config.chunk_tokens
+    return chunk_tokens_for(_engine_config(config, checkpoint, 0, None, ""), checkpoint.vocab_size)
+
+
 def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> DisaggregatedPath:
     ports = metrics_ports(config)
     nodes = {
@@ -94,52 +104,50 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     switch = _actor(SuperNICSwitch, "switch-0", concurrent=False).remote(nodes)
     address = ray.get(switch.address.remote())
     store = _actor(LoRAAdapterStore, "adapter-store", concurrent=False).remote(checkpoint.adapters)
-    model_id = str(checkpoint.model_dir)
-    prefill_engines = [
-        _engine_config(config, checkpoint, i, "kv_producer", address).model_copy(
-            update={"max_num_batched_tokens": config.chunk_tokens}
+    chunk = chunk_tokens(config, checkpoint)
+    roles = {f"prefill-{i}": Role.PREFILL for i in range(config.prefill)}
+    roles |= {f"decode-{i}": Role.DECODE for i in range(config.decode)}
+    # Every engine is KV producer and consumer (roles can flip) and computes at most
+    # ChunkSize tokens per forward pass.
+    engines = {
+        name: _engine_config(config, checkpoint, core, "kv_both", address).model_copy(
+            update={"max_num_batched_tokens": chunk}
         )
-        for i in range(config.prefill)
-    ]
+        for core, name in enumerate(roles)
+    }
     layout = PageLayout(
         num_layers=checkpoint.num_layers,
         num_kv_heads=checkpoint.num_kv_heads,
         head_dim=checkpoint.head_dim,
-        block_size=prefill_engines[0].block_size,
+        block_size=engines["prefill-0"].block_size,
         dtype_bytes=4 if resolve_device(config.device) == "cpu" else 2,
     )
-    prefill = {
-        f"prefill-{i}": _actor(PrefillInstance, f"prefill-{i}").remote(
-            f"prefill-{i}",
-            engine,
-            model_id,
+    instances = {
+        name: _actor(ServingInstance, name).remote(
+            name,
+            role.value,
+            engines[name],
+            str(checkpoint.model_dir),
             address,
             layout,
+            config.scheduling,
+            chunk,
             store,
-            metrics_port=ports.get(f"prefill-{i}"),
+            metrics_port=ports.get(name),
         )
-        for i, engine in enumerate(prefill_engines)
+        for name, role in roles.items()
     }
-    decode = {
-        f"decode-{i}": _actor(DecodeInstance, f"decode-{i}").remote(
-            f"decode-{i}",
-            _engine_config(config, checkpoint, config.prefill + i, "kv_consumer", address),
-            model_id,
-            address,
-            store,
-            metrics_port=ports.get(f"decode-{i}"),
-        )
-        for i in range(config.decode)
-    }
-    ray.get([h.load_report.remote() for h in (*prefill.values(), *decode.values())])
+    ray.get([h.load_report.remote() for h in instances.values()])
+    scheduling = config.scheduling
     scheduler = _actor(GlobalScheduler, "global-scheduler").remote(
-        prefill,
-        decode,
+        instances,
+        {name: role.value for name, role in roles.items()},
         max_outstanding=config.max_outstanding,
         infrastructure={"switch-0": switch, "adapter-store": store, **nodes},
         metrics_port=ports.get("global-scheduler"),
+        flip_idle_rounds=scheduling.flip_idle_rounds if scheduling.flip else None,
     )
-    return DisaggregatedPath(scheduler, prefill, decode)
+    return DisaggregatedPath(scheduler, instances)
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cluster.model_factory import ensure_model
 from deploy import bench_latency_report as report
+from deploy.bench_args import add_model_args, positive
+from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_servers import ServerProcess, free_port, running
 
 SERVED_NAME = "base"
@@ -48,26 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "vLLM's benchmark client at concurrency 1 (interleaved rounds) and print TTFT, "
         "TPOT, ITL and end-to-end latency of both with their ratio.",
     )
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--model", type=Path, default=None, metavar="DIR", help="model directory")
-    model.add_argument("--size", choices=["tiny", "small"], default="tiny", help="built-in model")
-    parser.add_argument("--rounds", type=_positive, default=2, help="A B rounds (default 2)")
-    parser.add_argument("--num-prompts", type=_positive, default=20, help="requests per run")
-    parser.add_argument("--input-len", type=_positive, default=128, help="prompt tokens")
-    parser.add_argument("--output-len", type=_positive, default=32, help="generated tokens")
-    parser.add_argument("--warmup", type=_positive, default=3, help="warm-up requests per server")
+    add_model_args(parser)
+    parser.add_argument("--rounds", type=positive, default=2, help="A B rounds (default 2)")
+    parser.add_argument("--num-prompts", type=positive, default=20, help="requests per run")
+    parser.add_argument("--input-len", type=positive, default=128, help="prompt tokens")
+    parser.add_argument("--output-len", type=positive, default=32, help="generated tokens")
+    parser.add_argument("--warmup", type=positive, default=3, help="warm-up requests per server")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON")
     parser.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="write table.md, latency.png, logs"
     )
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _module_command(module: str, model_dir: Path, port: int, *flags: str) -> list[str]:
@@ -177,7 +169,7 @@ def write_outputs(
 
 
 def run(args: argparse.Namespace) -> int:
-    model_dir = args.model if args.model is not None else ensure_model(args.size)
+    model_dir = bench_model_dir(args)
     work = args.out or Path(tempfile.mkdtemp(prefix="tetriserve-bench-latency-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"model {model_dir}; logs and raw results under {work}")

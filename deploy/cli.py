@@ -14,7 +14,7 @@ import sys
 # Modules that each contribute top-level sub-commands, in the order `--help` lists them.
 _COMMAND_MODULES = ("deploy.make_model_cmd", "deploy.serve_cmd")
 # Modules that contribute sub-commands of `tetriserve bench`.
-_BENCH_MODULES = ("deploy.bench_hw", "deploy.bench_latency")
+_BENCH_MODULES = ("deploy.bench_hw", "deploy.bench_latency", "deploy.bench_workloads")
 
 
 def build_parser() -> argparse.ArgumentParser:

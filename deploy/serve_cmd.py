@@ -7,7 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
-from cluster.config import DeploymentConfig
+from cluster.config import DeploymentConfig, SchedulingConfig
 
 APP_NAME = "tetriserve"
 
@@ -30,7 +30,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--colocated", action="store_true", help="one engine runs whole requests (no P/D split)"
     )
+    _add_scheduling_args(parser)
     parser.set_defaults(func=run)
+
+
+def _add_scheduling_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scheduling (disaggregated mode)")
+    group.add_argument(
+        "--chunk-tokens", type=int, default=None, help="ChunkSize (default: profiled at start)"
+    )
+    group.add_argument("--prefill-policy", choices=["fcfs", "sjf", "ljf"], default="fcfs")
+    group.add_argument("--prefill-sched-batch", type=int, default=16, help="PrefillSchedBatch")
+    group.add_argument(
+        "--dispatcher", choices=["power_of_two", "random", "least_loaded"], default="power_of_two"
+    )
+    group.add_argument(
+        "--admission",
+        choices=["greedy", "reserve_static", "reserve_dynamic"],
+        default="reserve_dynamic",
+        help="decode admission policy",
+    )
+    group.add_argument(
+        "--length-train-file",
+        type=Path,
+        default=None,
+        help="ShareGPT-format JSON to train the output-length predictor on",
+    )
+    group.add_argument("--no-flip", action="store_true", help="instances never change role")
+
+
+def scheduling_from_args(args: argparse.Namespace) -> SchedulingConfig:
+    return SchedulingConfig(
+        prefill_policy=args.prefill_policy,
+        prefill_sched_batch=args.prefill_sched_batch,
+        dispatcher=args.dispatcher,
+        admission=args.admission,
+        length_train_file=args.length_train_file,
+        flip=not args.no_flip,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
@@ -47,6 +84,8 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         memory_nodes=args.memory_nodes,
         colocated=args.colocated,
         metrics_port=args.metrics_port,
+        chunk_tokens=args.chunk_tokens,
+        scheduling=scheduling_from_args(args),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import zlib
@@ -96,6 +97,27 @@ def test_pages_round_trip_for_two_tenants_over_both_nodes(path: KVPath) -> None:
     print("page index on the memory nodes:", {k: round(v, 3) for k, v in index.items()})
     assert index["lookups"] >= 2 * 16 and index["lookup_rpcs"] < index["lookups"] / 4
     assert index["tx_commits"] >= 16 and index["tx_aborts"] == 0
+
+
+def test_a_prompts_pages_move_in_one_call_each_way(path: KVPath) -> None:
+    client = path.client
+    tenant, keys = tenant_keys("epsilon", 6)
+    pages = kv_like_pages(6, seed=3)
+    ops_before = path.stats()["ops"]
+    handles = client.write_pages(tenant, list(zip(keys, pages, strict=True)))
+    assert len({h.memory_node for h in handles}) == 1  # one node holds a whole batch
+    assert client.lookup(tenant, keys) == handles
+    assert client.read_pages(tenant, list(reversed(handles))) == list(reversed(pages))
+    ops = path.stats()["ops"]
+    assert ops["WritePages"] - ops_before.get("WritePages", 0) == 1
+    assert ops["ReadPages"] - ops_before.get("ReadPages", 0) == 1
+    rewritten = client.write_pages(tenant, [(keys[0], pages[1])])  # same key: same page
+    assert rewritten == [dataclasses.replace(handles[0], checksum=zlib.crc32(pages[1]))]
+    assert client.read_pages(tenant, rewritten) == [pages[1]]
+    intruder, _ = tenant_keys("zeta", 1)
+    with pytest.raises(KVTransferError) as caught:
+        client.read_pages(intruder, handles[:1])
+    assert caught.value.code == "PERMISSION_DENIED"
 
 
 def node_bytes_read(path: KVPath) -> int:

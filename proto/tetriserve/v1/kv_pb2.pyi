@@ -209,3 +209,47 @@ class ReleaseLeaseReply(_message.Message):
     PAGES_FREED_FIELD_NUMBER: _ClassVar[int]
     pages_freed: int
     def __init__(self, pages_freed: _Optional[int] = ...) -> None: ...
+
+class PageWrite(_message.Message):
+    __slots__ = ("key", "data")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    key: KVPageKey
+    data: bytes
+    def __init__(self, key: _Optional[_Union[KVPageKey, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class WritePagesRequest(_message.Message):
+    __slots__ = ("tenant", "pages", "memory_node")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
+    tenant: int
+    pages: _containers.RepeatedCompositeFieldContainer[PageWrite]
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., pages: _Optional[_Iterable[_Union[PageWrite, _Mapping]]] = ..., memory_node: _Optional[str] = ...) -> None: ...
+
+class WritePagesReply(_message.Message):
+    __slots__ = ("handles", "latency_ns")
+    HANDLES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
+    handles: _containers.RepeatedCompositeFieldContainer[KVPageHandle]
+    latency_ns: int
+    def __init__(self, handles: _Optional[_Iterable[_Union[KVPageHandle, _Mapping]]] = ..., latency_ns: _Optional[int] = ...) -> None: ...
+
+class ReadPagesRequest(_message.Message):
+    __slots__ = ("tenant", "pages", "memory_node")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
+    tenant: int
+    pages: _containers.RepeatedCompositeFieldContainer[KVPageHandle]
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., pages: _Optional[_Iterable[_Union[KVPageHandle, _Mapping]]] = ..., memory_node: _Optional[str] = ...) -> None: ...
+
+class ReadPagesReply(_message.Message):
+    __slots__ = ("data", "latency_ns")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
+    data: _containers.RepeatedScalarFieldContainer[bytes]
+    latency_ns: int
+    def __init__(self, data: _Optional[_Iterable[bytes]] = ..., latency_ns: _Optional[int] = ...) -> None: ...

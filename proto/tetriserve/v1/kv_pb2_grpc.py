@@ -79,6 +79,16 @@ class MemoryNodeStub:
                 request_serializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseRequest.SerializeToString,
                 response_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseReply.FromString,
                 _registered_method=True)
+        self.WritePages = channel.unary_unary(
+                '/tetriserve.v1.MemoryNode/WritePages',
+                request_serializer=tetriserve_dot_v1_dot_kv__pb2.WritePagesRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_kv__pb2.WritePagesReply.FromString,
+                _registered_method=True)
+        self.ReadPages = channel.unary_unary(
+                '/tetriserve.v1.MemoryNode/ReadPages',
+                request_serializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesReply.FromString,
+                _registered_method=True)
 
 
 class MemoryNodeServicer:
@@ -138,6 +148,18 @@ class MemoryNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WritePages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadPages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +207,16 @@ def add_MemoryNodeServicer_to_server(servicer, server):
                     servicer.ReleaseLease,
                     request_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseRequest.FromString,
                     response_serializer=tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseReply.SerializeToString,
+            ),
+            'WritePages': grpc.unary_unary_rpc_method_handler(
+                    servicer.WritePages,
+                    request_deserializer=tetriserve_dot_v1_dot_kv__pb2.WritePagesRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_kv__pb2.WritePagesReply.SerializeToString,
+            ),
+            'ReadPages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadPages,
+                    request_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +462,60 @@ class MemoryNode:
             '/tetriserve.v1.MemoryNode/ReleaseLease',
             tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseRequest.SerializeToString,
             tetriserve_dot_v1_dot_kv__pb2.ReleaseLeaseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WritePages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.MemoryNode/WritePages',
+            tetriserve_dot_v1_dot_kv__pb2.WritePagesRequest.SerializeToString,
+            tetriserve_dot_v1_dot_kv__pb2.WritePagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.MemoryNode/ReadPages',
+            tetriserve_dot_v1_dot_kv__pb2.ReadPagesRequest.SerializeToString,
+            tetriserve_dot_v1_dot_kv__pb2.ReadPagesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,100 @@
+"""ServingInstance: one engine that serves in the prefill or the decode role, and can flip.
+
+Roles are virtual: the engine is both a KV producer and a KV consumer, the prefill role
+(actors/prefill_instance.py) and the decode role (actors/decode_instance.py) share it, and
+the role says only which work the global scheduler sends here. To flip, the scheduler
+stops routing to the instance, waits until its load report shows nothing in flight, then
+calls `set_role`, which refuses while any work remains: the model is never reloaded and no
+request is lost. Work that reaches an instance after it flipped is still served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from actors.decode_instance import DecodeInstance
+from actors.kv_client import KVClient
+from actors.prefill_instance import PrefillInstance
+from actors.serving_engine import ServingEngine
+from actors.wire import load_to_wire
+from cluster.config import EngineConfig, SchedulingConfig
+from cluster.instance_flip import Role
+from cluster.kv_pages import PageLayout
+from tetriserve.v1 import scheduling_pb2
+
+_WIRE_ROLES = {
+    Role.PREFILL: scheduling_pb2.INSTANCE_ROLE_PREFILL,
+    Role.DECODE: scheduling_pb2.INSTANCE_ROLE_DECODE,
+}
+
+
+class StillBusy(RuntimeError):
+    """The instance cannot flip yet: it has work in flight."""
+
+
+class ServingInstance:
+    def __init__(
+        self,
+        instance_id: str,
+        role: str,
+        config: EngineConfig,
+        model_id: str,
+        switch_address: str,
+        layout: PageLayout,
+        scheduling: SchedulingConfig,
+        chunk_tokens: int,
+        adapter_store: Any = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.role = Role(role)
+        self.serving = ServingEngine(instance_id, config, adapter_store, metrics_port)
+        kv = KVClient(switch_address)
+        self.prefill_role = PrefillInstance(
+            self.serving, kv, model_id, layout, scheduling, chunk_tokens
+        )
+        self.decode_role = DecodeInstance(self.serving, kv, model_id, scheduling)
+        self.flips = 0
+
+    async def prefill(self, task_bytes: bytes) -> bytes:
+        return await self.prefill_role.prefill(task_bytes)
+
+    async def decode(self, task_bytes: bytes) -> AsyncIterator[bytes]:
+        async for message in self.decode_role.decode(task_bytes):
+            yield message
+
+    async def observe(self, prompt: list[int], output_tokens: int) -> None:
+        await self.prefill_role.observe(prompt, output_tokens)
+
+    def set_decode_loads(self, reports: list[bytes]) -> None:
+        self.prefill_role.set_decode_loads(reports)
+
+    def load_report(self) -> bytes:
+        role = self.prefill_role if self.role is Role.PREFILL else self.decode_role
+        load = role.load()
+        load.queued += self._other_role_waiting()
+        return load_to_wire(load, _WIRE_ROLES[self.role]).SerializeToString()
+
+    def _other_role_waiting(self) -> int:
+        if self.role is Role.PREFILL:
+            return self.decode_role.waiting
+        return len(self.prefill_role.queue)
+
+    def set_role(self, role: str) -> str:
+        """Flips to `role`; refused with StillBusy while any request is in flight here."""
+        in_flight = self.serving.running + self.decode_role.waiting + len(self.prefill_role.queue)
+        if in_flight:
+            raise StillBusy(f"{in_flight} requests still in flight")
+        if Role(role) is not self.role:
+            self.role = Role(role)
+            self.flips += 1
+        return self.role.value
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.decode_role.counters,
+            "role": self.role.value,
+            "flips": self.flips,
+            "busy_seconds": self.serving.busy_seconds,
+            "predictor_observations": self.prefill_role.predictor.observations,
+        }

@@ -1,0 +1,89 @@
+"""The decode dispatcher: which decode instance takes a request once its prefill is done.
+
+Runs on each prefill instance over the decode loads the cluster monitor broadcasts. The
+power-of-two dispatcher splits decode instances into alpha (enough predicted free KV for
+this request: prompt plus predicted decode tokens) and beta (the rest), samples two from
+alpha (from beta only when alpha is empty), and takes the one whose heavy:light decode mix
+is lowest once this request is counted. Random and least-loaded are the baselines. All are
+`Placement`s, chosen by name with `make_dispatcher`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+
+from cluster.placement import NO_NEED, InstanceLoad, LeastLoaded, Placement, RequestNeed
+
+
+class RandomChoice:
+    """Uniform over all decode instances, from a seeded generator."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = random.Random(seed)
+
+    def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
+        if not loads:
+            return None
+        return self._rng.choice(_by_id(loads)).instance_id
+
+
+class PowerOfTwo:
+    """Two random candidates with room for the request; the lower heavy fraction wins."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = random.Random(seed)
+
+    def split(
+        self, loads: Mapping[str, InstanceLoad], need: RequestNeed
+    ) -> tuple[list[InstanceLoad], list[InstanceLoad]]:
+        """(alpha, beta): instances whose free KV holds `need.kv_tokens`, and the rest."""
+        alpha = [load for load in _by_id(loads) if load.free_kv_tokens >= need.kv_tokens]
+        beta = [load for load in _by_id(loads) if load.free_kv_tokens < need.kv_tokens]
+        return alpha, beta
+
+    def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
+        alpha, beta = self.split(loads, need)
+        pool = alpha or beta
+        if not pool:
+            return None
+        candidates = self._rng.sample(pool, min(2, len(pool)))
+        best = min(candidates, key=lambda load: _dispatch_order(load, need))
+        return best.instance_id
+
+
+def heavy_fraction_after(load: InstanceLoad, need: RequestNeed) -> float:
+    """heavy / (heavy + light) on `load` once this request is counted among its decodes."""
+    heavy = load.heavy_decodes + int(need.heavy)
+    light = load.light_decodes + int(not need.heavy)
+    return heavy / (heavy + light)
+
+
+def _dispatch_order(load: InstanceLoad, need: RequestNeed) -> tuple[float, int, str]:
+    return (heavy_fraction_after(load, need), load.outstanding, load.instance_id)
+
+
+def _by_id(loads: Mapping[str, InstanceLoad]) -> list[InstanceLoad]:
+    """The loads in instance-id order, so a seed picks the same way whatever the map order."""
+    return sorted(loads.values(), key=lambda load: load.instance_id)
+
+
+def _least_loaded(seed: int = 0) -> Placement:
+    return LeastLoaded()
+
+
+DISPATCHERS: dict[str, Callable[[int], Placement]] = {
+    "power_of_two": PowerOfTwo,
+    "random": RandomChoice,
+    "least_loaded": _least_loaded,
+}
+
+
+def make_dispatcher(name: str, seed: int = 0) -> Placement:
+    """The dispatcher called `name`, seeded where it draws at random."""
+    try:
+        factory = DISPATCHERS[name]
+    except KeyError:
+        valid = ", ".join(sorted(DISPATCHERS))
+        raise ValueError(f"unknown decode dispatcher {name!r}; valid: {valid}") from None
+    return factory(seed)

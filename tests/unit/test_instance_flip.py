@@ -1,0 +1,119 @@
+"""Instance flip: sustained idleness starts a drain; the switch waits for the drain to finish."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.instance_flip import FlipController, FlipState, Role
+from cluster.placement import InstanceLoad
+
+P, D = Role.PREFILL, Role.DECODE
+
+
+def controller(idle_rounds: int = 3, **kwargs: int) -> FlipController:
+    roles = {"p0": P, "p1": P, "d0": D}
+    return FlipController(roles, idle_rounds=idle_rounds, busy_outstanding=2, **kwargs)
+
+
+def loads(**outstanding: int) -> dict[str, InstanceLoad]:
+    return {iid: InstanceLoad(iid, running=n) for iid, n in outstanding.items()}
+
+
+def idle_p1(flips: FlipController, rounds: int) -> list[list[str]]:
+    """`rounds` rounds in which p1 is idle while p0 and d0 are busy."""
+    return [flips.observe(loads(p0=3, p1=0, d0=5)) for _ in range(rounds)]
+
+
+def test_sustained_idleness_starts_a_drain() -> None:
+    flips = controller()
+    assert idle_p1(flips, 3) == [[], [], ["p1"]]
+    assert flips.state("p1") is FlipState.DRAINING
+    assert flips.routable(P) == ["p0"]
+
+
+def test_a_busy_round_resets_the_idle_count() -> None:
+    flips = controller()
+    assert idle_p1(flips, 2) == [[], []]
+    assert flips.observe(loads(p0=3, p1=1, d0=5)) == []
+    assert idle_p1(flips, 2) == [[], []]
+    assert idle_p1(flips, 1) == [["p1"]]
+
+
+def test_no_drain_while_the_other_role_is_not_busy() -> None:
+    flips = controller()
+    for _ in range(10):
+        assert flips.observe(loads(p0=3, p1=0, d0=1)) == []
+    assert flips.routable(P) == ["p0", "p1"]
+
+
+def test_a_flip_drains_before_it_switches() -> None:
+    flips = controller()
+    flips.request_flip("p0")
+    assert flips.state("p0") is FlipState.DRAINING
+    assert flips.routable(P) == ["p1"]
+    flips.observe(loads(p0=2, p1=1, d0=5))
+    assert flips.ready_to_flip() == []
+    with pytest.raises(ValueError):
+        flips.flipped("p0")
+    assert flips.role("p0") is P
+    flips.observe(loads(p0=1, p1=1, d0=5))
+    assert flips.ready_to_flip() == []
+    flips.observe(loads(p0=0, p1=1, d0=5))
+    assert flips.ready_to_flip() == ["p0"]
+    assert flips.flipped("p0") is D
+    assert flips.role("p0") is D
+    assert flips.state("p0") is FlipState.ACTIVE
+    assert flips.routable(D) == ["d0", "p0"]
+    assert flips.routable(P) == ["p1"]
+    assert flips.ready_to_flip() == []
+
+
+def test_a_flipped_instance_starts_its_idle_count_over() -> None:
+    flips = controller()
+    assert idle_p1(flips, 3)[-1] == ["p1"]
+    flips.flipped("p1")
+    # p1 is now a decode instance counting from zero, like d0: had it kept its three idle
+    # rounds it would drain at once; instead both reach three together and d0 wins on id.
+    for _ in range(2):
+        assert flips.observe(loads(p0=3, p1=0, d0=0)) == []
+    assert flips.observe(loads(p0=3, p1=0, d0=0)) == ["d0"]
+
+
+def test_min_per_role_keeps_the_last_instance() -> None:
+    flips = controller()
+    for _ in range(10):
+        assert flips.observe(loads(p0=3, p1=3, d0=0)) == []
+    assert flips.routable(D) == ["d0"]
+    with pytest.raises(ValueError):
+        flips.request_flip("d0")
+    assert flips.state("d0") is FlipState.ACTIVE
+
+
+def test_min_per_role_counts_instances_already_draining() -> None:
+    flips = controller()
+    flips.request_flip("p0")
+    with pytest.raises(ValueError):
+        flips.request_flip("p1")
+    assert flips.routable(P) == ["p1"]
+
+
+def test_at_most_one_new_drain_per_round() -> None:
+    roles = {"p0": P, "p1": P, "p2": P, "d0": D}
+    flips = FlipController(roles, idle_rounds=1, busy_outstanding=2)
+    idle = loads(p0=0, p1=0, p2=0, d0=5)
+    assert flips.observe(idle) == ["p0"]
+    assert flips.observe(idle) == ["p1"]
+    assert flips.observe(idle) == []
+    assert flips.routable(P) == ["p2"]
+
+
+def test_request_flip_of_a_draining_instance_is_refused() -> None:
+    flips = controller()
+    flips.request_flip("p0")
+    with pytest.raises(ValueError):
+        flips.request_flip("p0")
+
+
+def test_unknown_instance() -> None:
+    with pytest.raises(KeyError):
+        controller().role("nope")

@@ -1,0 +1,182 @@
+"""The prefill and decode roles' own scheduling, around a fake engine (no vLLM, no Ray).
+
+Prefill: requests enter the engine in the queue policy's order, at most two chunks of
+prompt tokens at a time. Decode: admission holds a request whose predicted KV does not fit
+until a running one finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from actors.decode_instance import DecodeInstance
+from actors.prefill_instance import PrefillInstance
+from actors.wire import request_to_wire
+from cluster.config import SchedulingConfig
+from cluster.kv_pages import PageLayout
+from cluster.placement import InstanceLoad
+from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
+from tetriserve.v1 import scheduling_pb2
+
+
+class FakeEngine:
+    def __init__(self, capacity_tokens: int) -> None:
+        self.capacity = capacity_tokens
+
+    def kv_capacity_tokens(self) -> int:
+        return self.capacity
+
+
+class FakeServingEngine:
+    """Records the order requests reach the engine; each waits for its gate, if it has one."""
+
+    def __init__(self, capacity_tokens: int = 10_000) -> None:
+        self.instance_id = "fake"
+        self.engine = FakeEngine(capacity_tokens)
+        self.entered: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.running = 0
+
+    async def generate(self, request: GenerationRequest, _params: dict | None = None):
+        self.entered.append(request.request_id)
+        self.running += 1
+        try:
+            gate = self.gates.get(request.request_id)
+            if gate is not None:
+                await gate.wait()
+            yield TokenDelta(request.request_id, "x", (7,), FinishReason.LENGTH)
+        finally:
+            self.running -= 1
+
+    def load(self, waiting_outside: int = 0) -> InstanceLoad:
+        return InstanceLoad(self.instance_id, queued=waiting_outside, running=self.running)
+
+
+class FakeKVClient:
+    def lookup(self, _tenant: int, keys: list) -> list:
+        return [None] * len(keys)
+
+    def release_lease(self, _lease_id: str) -> None:
+        return None
+
+
+def _request(request_id: str, prompt_tokens: int, max_tokens: int = 1) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=request_id,
+        prompt_token_ids=tuple(range(3, 3 + prompt_tokens)),
+        sampling=SamplingSpec(max_tokens=max_tokens),
+    )
+
+
+def _prefill_task(request: GenerationRequest) -> bytes:
+    return scheduling_pb2.PrefillTask(request=request_to_wire(request)).SerializeToString()
+
+
+def _prefill_role(serving: FakeServingEngine, policy: str) -> PrefillInstance:
+    layout = PageLayout(num_layers=1, num_kv_heads=1, head_dim=8, block_size=32, dtype_bytes=4)
+    scheduling = SchedulingConfig(prefill_policy=policy)
+    return PrefillInstance(serving, FakeKVClient(), "model", layout, scheduling, chunk_tokens=64)
+
+
+def test_prefill_releases_queued_requests_in_policy_order() -> None:
+    async def scenario() -> list[str]:
+        serving = FakeServingEngine()
+        role = _prefill_role(serving, "sjf")
+        serving.gates["long"] = asyncio.Event()
+        long_task = asyncio.create_task(role.prefill(_prefill_task(_request("long", 200))))
+        await asyncio.sleep(0.01)  # "long" fills the engine's two chunks
+        others = [
+            asyncio.create_task(role.prefill(_prefill_task(_request(name, size))))
+            for name, size in (("fifty", 50), ("ten", 10), ("thirty", 30))
+        ]
+        await asyncio.sleep(0.01)
+        assert serving.entered == ["long"]
+        assert role.load().queued == 3
+        serving.gates["long"].set()
+        await asyncio.gather(long_task, *others)
+        return serving.entered
+
+    assert asyncio.run(scenario()) == ["long", "ten", "thirty", "fifty"]
+
+
+def test_prefill_under_fcfs_keeps_arrival_order() -> None:
+    async def scenario() -> list[str]:
+        serving = FakeServingEngine()
+        role = _prefill_role(serving, "fcfs")
+        serving.gates["long"] = asyncio.Event()
+        tasks = [asyncio.create_task(role.prefill(_prefill_task(_request("long", 200))))]
+        await asyncio.sleep(0.01)
+        for name, size in (("fifty", 50), ("ten", 10)):
+            tasks.append(asyncio.create_task(role.prefill(_prefill_task(_request(name, size)))))
+        await asyncio.sleep(0.01)
+        serving.gates["long"].set()
+        await asyncio.gather(*tasks)
+        return serving.entered
+
+    assert asyncio.run(scenario()) == ["long", "fifty", "ten"]
+
+
+def _decode_task(request_id: str, prompt_tokens: int, predicted: int) -> bytes:
+    request = _request(request_id, prompt_tokens, max_tokens=predicted)
+    return scheduling_pb2.DecodeTask(
+        request=request_to_wire(request),
+        decision=scheduling_pb2.DispatchDecision(predicted_decode_tokens=predicted),
+        prompt_token_ids=list(request.prompt_token_ids),
+    ).SerializeToString()
+
+
+async def _drain(stream: AsyncIterator[bytes]) -> int:
+    return len([message async for message in stream])
+
+
+def test_decode_admission_holds_what_does_not_fit_until_memory_frees() -> None:
+    async def scenario() -> None:
+        serving = FakeServingEngine(capacity_tokens=100)
+        role = DecodeInstance(
+            serving, FakeKVClient(), "model", SchedulingConfig(admission="reserve_static")
+        )
+        serving.gates["big"] = asyncio.Event()
+        big = asyncio.create_task(_drain(role.decode(_decode_task("big", 60, 30))))
+        await asyncio.sleep(0.01)
+        small = asyncio.create_task(_drain(role.decode(_decode_task("small", 20, 30))))
+        await asyncio.sleep(0.01)
+        assert serving.entered == ["big"]  # 20 + 30 predicted do not fit in the 40 left
+        load = role.load()
+        assert (load.queued, load.free_kv_tokens) == (1, 40)
+        serving.gates["big"].set()
+        assert await asyncio.gather(big, small) == [1, 1]
+        assert serving.entered == ["big", "small"]
+        assert role.load().free_kv_tokens == 100
+
+    asyncio.run(scenario())
+
+
+def test_decode_stream_coalesces_steps_but_sends_the_first_alone() -> None:
+    from actors.decode_instance import coalesce
+
+    resume = asyncio.Event()
+
+    def step(token: int, finish: FinishReason | None = None) -> TokenDelta:
+        return TokenDelta("r", f"<{token}>", (token,), finish, completion_tokens=token)
+
+    async def steps() -> AsyncIterator[TokenDelta]:
+        for token in range(1, 6):
+            yield step(token)
+        await resume.wait()  # the engine pauses: what came so far goes out as one message
+        yield step(6)
+        yield step(7, FinishReason.LENGTH)
+
+    async def scenario() -> list[TokenDelta]:
+        sent = []
+        async for delta in coalesce(steps(), interval_s=0.02):
+            sent.append(delta)
+            if len(sent) == 2:
+                resume.set()
+        return sent
+
+    sent = asyncio.run(scenario())
+    assert [d.token_ids for d in sent] == [(1,), (2, 3, 4, 5), (6, 7)]
+    assert [d.text for d in sent] == ["<1>", "<2><3><4><5>", "<6><7>"]
+    assert [d.completion_tokens for d in sent] == [1, 5, 7]
+    assert [d.finish_reason for d in sent] == [None, None, FinishReason.LENGTH]
