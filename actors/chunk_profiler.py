@@ -10,6 +10,7 @@ model, device, cores and engine settings under tetriserve's home, so later start
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -58,6 +59,9 @@ class ChunkProfiler:
             samples.append((tokens, statistics.median(timings)))
         return samples
 
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
 
 def _cache_path(config: EngineConfig) -> Path:
     key = json.dumps(
@@ -77,6 +81,8 @@ def chunk_tokens_for(config: EngineConfig, vocab_size: int) -> int:
     try:
         samples = ray.get(profiler.profile.remote())
     finally:
+        with contextlib.suppress(ray.exceptions.RayError):  # its engine's processes end too
+            ray.get(profiler.shutdown.remote())
         ray.kill(profiler)
     chunk = find_knee(samples)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -82,9 +82,9 @@ class DecodeInstance:
         self.counters["requests"] += 1
         self.counters["kv_pages_leased"] += len(lease.pages)
         released = not lease.lease_id
-        decoding = await self._admit(request.request_id, task)
-        steps = self.serving.generate(request, consume.to_kv_transfer_params())
         try:
+            decoding = await self._admit(request.request_id, task)
+            steps = self.serving.generate(request, consume.to_kv_transfer_params())
             async for delta in coalesce(steps, self.stream_interval_s):
                 decoding.generated += len(delta.token_ids)
                 if not released:
