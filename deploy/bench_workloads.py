@@ -244,7 +244,7 @@ def run_vllm(bench: Bench, progress: tqdm) -> dict[str, report.SystemFigures]:
     port = free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", *BASELINE_FLAGS,
-        "--max-num-seqs", "32", "--max-model-len", str(bench.args.max_model_len),
+        "--max-model-len", str(bench.args.max_model_len),
         "--model", str(bench.model_dir), "--port", str(port),
     ]  # fmt: skip
     server = ServerProcess(
