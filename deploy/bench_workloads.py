@@ -299,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
     work = args.out or Path(tempfile.mkdtemp(prefix="tetriserve-bench-workloads-"))
     work.mkdir(parents=True, exist_ok=True)
     address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True)
+    # Actors' logs stay in Ray's log files: printing them here would stall the client.
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, ignore_reinit_error=True)
     print(f"model {model_dir}; Ray at {address or 'a new local cluster'}; output in {work}")
     bench = Bench(args, model_dir, work)
     print(f"ChunkSize {bench.chunk_tokens} tokens; {bench.thresholds.describe()}")

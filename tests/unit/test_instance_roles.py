@@ -8,7 +8,9 @@ until a running one finishes.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from actors.decode_instance import DecodeInstance
 from actors.prefill_instance import PrefillInstance
@@ -26,6 +28,9 @@ class FakeEngine:
 
     def kv_capacity_tokens(self) -> int:
         return self.capacity
+
+    def tokenize(self, text: str) -> list[int]:
+        return [len(word) * 100 + ord(word[0]) for word in text.split()]
 
 
 class FakeServingEngine:
@@ -73,10 +78,31 @@ def _prefill_task(request: GenerationRequest) -> bytes:
     return scheduling_pb2.PrefillTask(request=request_to_wire(request)).SerializeToString()
 
 
-def _prefill_role(serving: FakeServingEngine, policy: str) -> PrefillInstance:
+def _prefill_role(
+    serving: FakeServingEngine, policy: str = "fcfs", train: Path | None = None
+) -> PrefillInstance:
     layout = PageLayout(num_layers=1, num_kv_heads=1, head_dim=8, block_size=32, dtype_bytes=4)
-    scheduling = SchedulingConfig(prefill_policy=policy)
+    scheduling = SchedulingConfig(prefill_policy=policy, length_train_file=train)
     return PrefillInstance(serving, FakeKVClient(), "model", layout, scheduling, chunk_tokens=64)
+
+
+def test_prefill_role_trains_its_length_predictor_from_a_sharegpt_file(tmp_path: Path) -> None:
+    conversations = []
+    for i in range(40):
+        short = i % 2 == 0
+        question = "define word briefly" if short else "write long story please about dragons"
+        answer = "yes " * (5 if short else 150)
+        conversations.append(
+            {"conversations": [{"from": "human", "value": f"{question} {i}"},
+                               {"from": "gpt", "value": answer}]}
+        )  # fmt: skip
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(conversations))
+    role = _prefill_role(FakeServingEngine(), train=path)
+    assert role.predictor.trained
+    short = role.predictor.predict(role.serving.engine.tokenize("define word briefly 99"), 512)
+    long = role.predictor.predict(role.serving.engine.tokenize("write long story please"), 512)
+    assert (short.bucket, long.bucket) == (0, 4)  # 5 and 150 tokens in buckets of 32
 
 
 def test_prefill_releases_queued_requests_in_policy_order() -> None:
