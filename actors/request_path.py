@@ -103,17 +103,17 @@ class DisaggregatedPath:
             yield dataclasses.replace(first, finish_reason=None)
         decode = self.instances[decode_task.decision.decode_instance]
         call = decode.decode.options(num_returns="streaming").remote(decode_task_bytes)
-        last = first
+        last, repeated = first, not early
         async for delta in _stream(call):
-            if early and last is first:
-                last = delta
-                if delta.token_ids[:1] != first.token_ids[:1] and delta.finish_reason is None:
-                    yield _failed_id(wire.request_id, "decode disagreed with prefill's token")
-                    return
-                if delta.finish_reason is None:
-                    continue
-                delta = dataclasses.replace(delta, text="", token_ids=())
             last = delta
+            if not repeated:
+                repeated = True
+                delta = _without_first_token(delta, first)
+                if delta.finish_reason is FinishReason.ERROR:
+                    yield delta
+                    return
+                if not delta.token_ids and delta.finish_reason is None:
+                    continue
             yield delta
         if last.finish_reason not in (None, FinishReason.ERROR):
             self._observe(prefill, decode_task, last.completion_tokens)
@@ -122,6 +122,22 @@ class DisaggregatedPath:
     def _observe(prefill: Any, task: scheduling_pb2.DecodeTask, output_tokens: int) -> None:
         """The finished request's true output length, for the prefill's length predictor."""
         prefill.observe.remote(list(task.prompt_token_ids), output_tokens)
+
+
+def _without_first_token(delta: TokenDelta, first: TokenDelta) -> TokenDelta:
+    """The decode side's first delta minus the token the prefill already sent.
+
+    The engine may have merged several steps into that delta; the prefill's first token and
+    its text lead it when both engines agree (the same detokenizer state gives the same
+    text), which is checked: a disagreement ends the request with an error, never wrong text.
+    """
+    if delta.finish_reason is FinishReason.ERROR:
+        return delta
+    if delta.token_ids[:1] != first.token_ids[:1] or not delta.text.startswith(first.text):
+        return _failed_id(delta.request_id, "decode disagreed with the prefill's first token")
+    return dataclasses.replace(
+        delta, text=delta.text[len(first.text) :], token_ids=delta.token_ids[1:]
+    )
 
 
 def _reason(exc: Exception) -> str:
