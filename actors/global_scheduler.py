@@ -25,7 +25,6 @@ from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 STATS_EVERY_ROUNDS = 10
-NEVER = 2**62  # idle rounds that never come
 
 
 class Overloaded(RuntimeError):
@@ -54,8 +53,7 @@ class GlobalScheduler:
         self.instances = dict(instances)
         # flip_idle_rounds None: roles change only when an operator asks (request_flip).
         self.roles = FlipController(
-            {name: Role(role) for name, role in roles.items()},
-            idle_rounds=flip_idle_rounds or NEVER,
+            {name: Role(role) for name, role in roles.items()}, idle_rounds=flip_idle_rounds
         )
         self.max_outstanding = max_outstanding
         self.monitor_interval_s = monitor_interval_s

@@ -150,7 +150,6 @@ class TetriserveConnector(KVConnectorBase_V1):
         if end > production.saved:
             pages = [
                 PageSave(
-                    page,
                     production.block_ids[page],
                     min(self._block_size, end - page * self._block_size),
                     production.keys[page],
@@ -158,8 +157,7 @@ class TetriserveConnector(KVConnectorBase_V1):
                 for page in pages_touched(self._block_size, production.saved, end)
             ]
             production.saved = end
-            final = end >= production.num_tokens
-            plan.saves.append(SaveOp(req_id, production.params.tenant, pages, final))
+            plan.saves.append(SaveOp(req_id, production.params.tenant, pages))
         if production.saved >= production.num_tokens:
             del self._producing[req_id]
 

@@ -31,13 +31,12 @@ from cluster.length_predictor import (
     LengthBuckets,
     LengthPrediction,
     LengthPredictor,
+    held_out_accuracy,
     load_sharegpt,
-    majority_accuracy,
-    split_samples,
 )
 from cluster.placement import InstanceLoad, RequestNeed
 from cluster.prefill_queue import PrefillQueue
-from cluster.request import FinishReason, GenerationRequest
+from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from tetriserve.v1 import kv_pb2, scheduling_pb2
 
 LEASE_TTL_S = 30.0
@@ -81,13 +80,7 @@ class PrefillInstance:
     def train_predictor(self, path: Path) -> dict[str, float]:
         """Fits the length predictor on a ShareGPT-format file; returns held-out accuracy."""
         samples = load_sharegpt(path, self.serving.engine.tokenize)
-        train, test = split_samples(samples, seed=0)
-        self.predictor.fit(train)
-        figures = {
-            "samples": float(len(samples)),
-            "accuracy": self.predictor.accuracy(test),
-            "majority_accuracy": majority_accuracy(train, test, self.predictor.buckets),
-        }
+        figures = held_out_accuracy(self.predictor, samples)
         log.info("length predictor trained on %s: %s", path, figures)
         return figures
 
@@ -103,12 +96,13 @@ class PrefillInstance:
         task = scheduling_pb2.PrefillTask.FromString(task_bytes)
         request = request_from_wire(task.request)
         prompt = list(request.prompt_token_ids)
+        tenant = tenant_id(self.model_id, request.adapter)
         await self._wait_turn(request.request_id, len(prompt))
         try:
-            first = await self._first_step(request, prompt)
+            first = await self._first_step(request, tenant, prompt)
         finally:
             self.released_tokens -= len(prompt)
-            self._release()
+            self._release_queued()
         decode_task = scheduling_pb2.DecodeTask(
             request=task.request,
             decision=task.decision,
@@ -119,7 +113,7 @@ class PrefillInstance:
         # The first step was the whole answer when it hit max_tokens or a stop condition.
         if request.sampling.max_tokens > 1 and first.finish_reason is not FinishReason.STOP:
             self._dispatch(decode_task.decision, request, prompt)
-            lease = await asyncio.to_thread(self._lease, request, prompt)
+            lease = await asyncio.to_thread(self._lease, request, tenant, prompt)
             decode_task.lease.CopyFrom(lease)
         return decode_task.SerializeToString()
 
@@ -137,7 +131,7 @@ class PrefillInstance:
     async def _wait_turn(self, request_id: str, prompt_tokens: int) -> None:
         turn = self._turns[request_id] = asyncio.Event()
         self.queue.push(request_id, prompt_tokens)
-        self._release()
+        self._release_queued()
         try:
             await turn.wait()
         except asyncio.CancelledError:
@@ -145,10 +139,10 @@ class PrefillInstance:
                 self._turns.pop(request_id, None)
             else:  # released just before the cancellation: give its tokens back
                 self.released_tokens -= prompt_tokens
-                self._release()
+                self._release_queued()
             raise
 
-    def _release(self) -> None:
+    def _release_queued(self) -> None:
         """Lets queued requests into the engine, in policy order, while it has room."""
         while self.released_tokens < CHUNKS_IN_ENGINE * self.chunk_tokens:
             queued = self.queue.pop()
@@ -157,8 +151,9 @@ class PrefillInstance:
             self.released_tokens += queued.prompt_tokens
             self._turns.pop(queued.request_id).set()
 
-    async def _first_step(self, request: GenerationRequest, prompt: list[int]):
-        tenant = tenant_id(self.model_id, request.adapter)
+    async def _first_step(
+        self, request: GenerationRequest, tenant: int, prompt: list[int]
+    ) -> TokenDelta:
         produce = TransferParams(
             "produce", tenant, len(prompt) - 1, self.model_id, request.adapter or ""
         )
@@ -199,12 +194,11 @@ class PrefillInstance:
     def is_heavy(self, prediction: LengthPrediction) -> bool:
         return prediction.lower_tokens >= self.heavy_decode_tokens
 
-    def _lease(self, request: GenerationRequest, prompt: list[int]) -> kv_pb2.KVLease:
+    def _lease(self, request: GenerationRequest, tenant: int, prompt: list[int]) -> kv_pb2.KVLease:
         """Pins the pages that arrived whole; stops at the first one that did not.
 
         Every page is written whole and says in its trailer how many tokens it holds, so
         the decode side checks that a page it reads is complete enough for its needs."""
-        tenant = tenant_id(self.model_id, request.adapter)
         count = len(prompt) - 1
         keys = page_keys(self.model_id, request.adapter, prompt[:count], self.layout.block_size)
         lease = kv_pb2.KVLease(lease_id=uuid.uuid4().hex, request_id=request.request_id)

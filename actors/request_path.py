@@ -29,11 +29,7 @@ from tetriserve.v1 import generate_pb2, scheduling_pb2
 ATTEMPTS = 2
 
 
-def _failed(request: GenerationRequest, message: str) -> TokenDelta:
-    return _failed_id(request.request_id, message)
-
-
-def _failed_id(request_id: str, message: str) -> TokenDelta:
+def _failed(request_id: str, message: str) -> TokenDelta:
     return TokenDelta(request_id, "", (), FinishReason.ERROR, error=message)
 
 
@@ -53,7 +49,7 @@ class ColocatedPath:
             async for delta in _stream(call):
                 yield delta
         except (RayActorError, RayTaskError) as exc:
-            yield _failed(request, f"engine instance failed: {exc}")
+            yield _failed(request.request_id, f"engine instance failed: {exc}")
 
 
 class DisaggregatedPath:
@@ -73,7 +69,9 @@ class DisaggregatedPath:
                     return
                 except (RayActorError, RayTaskError) as exc:
                     if sent or attempt == ATTEMPTS - 1:
-                        yield _failed(request, f"serving instance failed: {_reason(exc)}")
+                        yield _failed(
+                            request.request_id, f"serving instance failed: {_reason(exc)}"
+                        )
                         return
         finally:
             self.scheduler.finished.remote(request.request_id)
@@ -134,7 +132,7 @@ def _without_first_token(delta: TokenDelta, first: TokenDelta) -> TokenDelta:
     if delta.finish_reason is FinishReason.ERROR:
         return delta
     if delta.token_ids[:1] != first.token_ids[:1] or not delta.text.startswith(first.text):
-        return _failed_id(delta.request_id, "decode disagreed with the prefill's first token")
+        return _failed(delta.request_id, "decode disagreed with the prefill's first token")
     return dataclasses.replace(
         delta, text=delta.text[len(first.text) :], token_ids=delta.token_ids[1:]
     )

@@ -41,7 +41,8 @@ class InstanceState:
 class FlipController:
     """Decides when an instance drains for a flip, and tracks it until the flip is confirmed.
 
-    `idle_rounds`: consecutive idle monitor rounds before an instance may flip.
+    `idle_rounds`: consecutive idle monitor rounds before an instance may flip; None: never
+    on its own, only on `request_flip`.
     `busy_outstanding`: outstanding requests at which an instance of the other role is busy.
     `min_per_role`: active instances each role keeps; neither flips below it.
     """
@@ -49,11 +50,15 @@ class FlipController:
     def __init__(
         self,
         roles: Mapping[str, Role],
-        idle_rounds: int = 30,
+        idle_rounds: int | None = 30,
         busy_outstanding: int = 2,
         min_per_role: int = 1,
     ) -> None:
-        if idle_rounds < 1 or busy_outstanding < 1 or min_per_role < 0:
+        if (
+            (idle_rounds is not None and idle_rounds < 1)
+            or busy_outstanding < 1
+            or min_per_role < 0
+        ):
             raise ValueError("need idle_rounds >= 1, busy_outstanding >= 1, min_per_role >= 0")
         self._idle_rounds = idle_rounds
         self._busy_outstanding = busy_outstanding
@@ -125,7 +130,8 @@ class FlipController:
 
     def _should_drain(self, state: InstanceState) -> bool:
         return (
-            state.state is FlipState.ACTIVE
+            self._idle_rounds is not None
+            and state.state is FlipState.ACTIVE
             and state.idle_rounds >= self._idle_rounds
             and self._role_busy(_other(state.role))
             and self._may_lose_one(state.role)

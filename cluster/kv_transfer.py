@@ -61,7 +61,6 @@ class TransferParams:
 class PageSave:
     """Write block `block_id` (holding `valid_tokens` of the prompt) as page `key`."""
 
-    page_index: int
     block_id: int
     valid_tokens: int
     key: PageKey
@@ -82,7 +81,6 @@ class SaveOp:
     req_id: str
     tenant: int
     pages: list[PageSave]
-    final: bool = False  # the request's last save: its page handles can be forgotten
 
 
 @dataclass(slots=True)

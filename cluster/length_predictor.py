@@ -234,6 +234,20 @@ def majority_accuracy(
     return sum(buckets.bucket(output) == majority for _, output in test) / len(test)
 
 
+def held_out_accuracy(
+    predictor: LengthPredictor, samples: Sequence[Sample], seed: int = 0
+) -> dict[str, float]:
+    """Fits `predictor` on a seeded 75% of `samples` and judges it on the rest, beside the
+    majority-class baseline: {"samples", "accuracy", "majority_accuracy"}."""
+    train, test = split_samples(samples, seed=seed)
+    predictor.fit(train)
+    return {
+        "samples": len(samples),
+        "accuracy": predictor.accuracy(test),
+        "majority_accuracy": majority_accuracy(train, test, predictor.buckets),
+    }
+
+
 def split_samples(
     samples: Sequence[T], test_fraction: float = 0.25, seed: int = 0
 ) -> tuple[list[T], list[T]]:

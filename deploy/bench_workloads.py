@@ -31,7 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from cluster.checkpoint import inspect_checkpoint
-from cluster.length_predictor import LengthPredictor, majority_accuracy, split_samples
+from cluster.length_predictor import LengthPredictor, held_out_accuracy
 from deploy import bench_workloads_report as report
 from deploy import workloads
 from deploy.bench_args import add_model_args, positive
@@ -99,7 +99,7 @@ class Bench:
         self.warmup = self._workload("Mixed", args.warmup, WARMUP_SEED)
 
     def _count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text).ids)
+        return len(self._encode(text))
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
@@ -188,14 +188,7 @@ def predictor_accuracy(bench: Bench) -> dict[str, float]:
     always guessing the most common bucket."""
     everything = [r for requests in bench.requests.values() for r in requests] + bench.warmup
     samples = workloads.family_samples(everything, bench._encode)
-    train, test = split_samples(samples, seed=bench.args.seed)
-    predictor = LengthPredictor()
-    predictor.fit(train)
-    return {
-        "samples": len(samples),
-        "accuracy": predictor.accuracy(test),
-        "majority_accuracy": majority_accuracy(train, test, predictor.buckets),
-    }
+    return held_out_accuracy(LengthPredictor(), samples, seed=bench.args.seed)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from cluster.placement import InstanceLoad
 P, D = Role.PREFILL, Role.DECODE
 
 
-def controller(idle_rounds: int = 3, **kwargs: int) -> FlipController:
+def controller(idle_rounds: int | None = 3, **kwargs: int) -> FlipController:
     roles = {"p0": P, "p1": P, "d0": D}
     return FlipController(roles, idle_rounds=idle_rounds, busy_outstanding=2, **kwargs)
 
@@ -37,6 +37,14 @@ def test_a_busy_round_resets_the_idle_count() -> None:
     assert flips.observe(loads(p0=3, p1=1, d0=5)) == []
     assert idle_p1(flips, 2) == [[], []]
     assert idle_p1(flips, 1) == [["p1"]]
+
+
+def test_without_idle_rounds_only_a_request_drains() -> None:
+    flips = controller(idle_rounds=None)
+    assert idle_p1(flips, 50) == [[]] * 50
+    flips.request_flip("p1")
+    assert flips.state("p1") is FlipState.DRAINING
+    assert flips.observe(loads(p0=3, p1=0, d0=5)) == [] and flips.ready_to_flip() == ["p1"]
 
 
 def test_no_drain_while_the_other_role_is_not_busy() -> None:
