@@ -65,21 +65,25 @@ class CreditScheduler:
 
     def reserve(self, chain: Sequence[str], now_ns: float) -> tuple[float, list[TaskInstance]]:
         """Pick an instance per NT and the time a credit is free in all of them."""
-        chosen = [
-            min(
-                self.instances[name],
-                key=lambda inst: (inst.credit_free_at(now_ns, self.credits), inst.free_at_ns),
-            )
-            for name in chain
-        ]
-        start = max([now_ns, *(inst.credit_free_at(now_ns, self.credits) for inst in chosen)])
-        for instance in chosen:
-            instance.credit_free_at(start, self.credits)  # return the credits freed by `start`
+        picks = [self._pick(self.instances[name], now_ns) for name in chain]
+        start = max([now_ns, *(free_at for _, free_at in picks)])
+        chosen = [instance for instance, _ in picks]
         self.stats.packets += 1
         if start > now_ns:
+            for instance in chosen:
+                instance.credit_free_at(start, self.credits)  # return the credits freed by `start`
             self.stats.credit_waits += 1
             self.stats.credit_wait_ns += start - now_ns
         return start, chosen
+
+    def _pick(self, instances: list[TaskInstance], now_ns: float) -> tuple[TaskInstance, float]:
+        """The instance with the earliest free credit (then the earliest free pipeline), and
+        when that credit is free. Credits returned by `now_ns` go back to every instance."""
+        if len(instances) == 1:
+            return instances[0], instances[0].credit_free_at(now_ns, self.credits)
+        frees = [(inst.credit_free_at(now_ns, self.credits), inst.free_at_ns) for inst in instances]
+        best = min(range(len(instances)), key=frees.__getitem__)
+        return instances[best], frees[best][0]
 
     def hold(self, instance: TaskInstance, release_ns: float) -> None:
         heapq.heappush(instance.credit_returns, release_ns)

@@ -102,16 +102,19 @@ class SuperNIC:
         parser, or None if the parser drops the message."""
         segments = self.framing.payload_split(nbytes)
         self.clock_ns = max(self.clock_ns, arrival_ns + self._wire_ns(segments))
+        frame_ns = {size: self._wire_ns([size]) for size in set(segments)}
+        mac_phy_ns, admit = self.params.mac_phy_ns, self.parser.admit
         parsed: list[float] = []
         link_free = self._ingress_free_ns.get(tenant, 0.0)
-        for segment in segments:
-            link_free = max(link_free, arrival_ns) + self._wire_ns([segment])
+        try:
+            for segment in segments:
+                link_free = max(link_free, arrival_ns) + frame_ns[segment]
+                admitted = admit(tenant, segment, link_free + mac_phy_ns, may_drop=not parsed)
+                if admitted is None:
+                    return None
+                parsed.append(admitted)
+        finally:
             self._ingress_free_ns[tenant] = link_free
-            received = link_free + self.params.mac_phy_ns
-            admitted = self.parser.admit(tenant, segment, received, may_drop=not parsed)
-            if admitted is None:
-                return None
-            parsed.append(admitted)
         return parsed
 
     def forward(
@@ -156,23 +159,32 @@ class SuperNIC:
         once per output packet (a replica is a second frame)."""
         p = self.params
         size = sum(segments)
+        shares = {seg: self._segment_share(seg, size, entering, outputs) for seg in set(segments)}
+        reserve, hold = self.scheduler.reserve, self.scheduler.hold
         done, egress_wire = parsed[-1], 0
         for segment, parsed_ns in zip(segments, parsed, strict=True):
-            ready = parsed_ns + p.core_ns + p.scheduler_ns
-            start, instances = self.scheduler.reserve(chain, ready)
-            for instance, bytes_in in zip(instances, entering, strict=True):
-                start = instance.serve(start, round(segment * bytes_in / size) if size else 0)
-                self.scheduler.hold(instance, start)
-            wire = sum(
-                self.framing.wire_bytes(round(segment * out / size) if size else 0)
-                for out in outputs
-            )
+            task_bytes, wire = shares[segment]
+            start, instances = reserve(chain, parsed_ns + p.core_ns + p.scheduler_ns)
+            for instance, nbytes in zip(instances, task_bytes, strict=True):
+                start = instance.serve(start, nbytes)
+                hold(instance, start)
             egress_wire += wire
             self._egress_free_ns = max(self._egress_free_ns, start) + serialization_ns(
                 wire, p.port_gbps
             )
             done = self._egress_free_ns + p.mac_phy_ns
         return done, egress_wire
+
+    def _segment_share(
+        self, segment: int, size: int, entering: list[int], outputs: list[int]
+    ) -> tuple[list[int], int]:
+        """A segment's bytes into each NT of the chain, and the egress wire bytes of its frames,
+        in proportion to what the whole message took."""
+        task_bytes = [round(segment * bytes_in / size) if size else 0 for bytes_in in entering]
+        wire = sum(
+            self.framing.wire_bytes(round(segment * out / size) if size else 0) for out in outputs
+        )
+        return task_bytes, wire
 
     def _redirect(
         self,
