@@ -18,9 +18,12 @@ import pytest
 
 from tests.support import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-STARTUP_TIMEOUT_S = 300
+# A fresh home: the first start makes the tiny model, profiles ChunkSize on a throwaway
+# engine, then starts both engines, one after another (about 200 s on an idle 2-core
+# machine, more on a busy one). The module timeout covers this fixture and the first test.
+STARTUP_TIMEOUT_S = 600
 METRICS_BASE_PORT = 29400
 
 
