@@ -3,6 +3,7 @@ input answered with OpenAI-style 4xx errors, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,25 +40,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={**os.environ, "TETRISERVE_HOME": str(home)},
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its local Ray cluster goes down with it, whatever happens
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline and process.poll() is None:
-        try:
+        # The proxy answers 404/503 until the app is deployed: wait between polls either way.
+        with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                 break
-        except httpx.HTTPError:
-            time.sleep(2)
+        time.sleep(2)
     else:
-        process.kill()
+        _stop(process)
+        log.close()
         pytest.fail(f"server did not come up:\n{(home / 'serve.log').read_text()[-4000:]}")
     yield base
+    try:
+        assert _stop(process) == 0
+    finally:
+        log.close()
+
+
+def _stop(process: subprocess.Popen) -> int | None:
+    """Ctrl-C as a user would; the whole process group is killed if that does not end it."""
     process.send_signal(signal.SIGINT)
     try:
-        assert process.wait(timeout=120) == 0
+        return process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        return None
     finally:
-        process.kill()
-        log.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
