@@ -3,15 +3,12 @@ that serves as the correctness oracle."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
+from deploy.bench_servers import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port", "plain_vllm"]
 
 
 def plain_vllm(model_dir: Path, max_model_len: int = 1024, **overrides: Any):
