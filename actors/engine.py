@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
 
@@ -43,7 +44,8 @@ def resolve_device(device: str) -> str:
 
 
 def engine_args(config: EngineConfig) -> dict:
-    """Keyword arguments for vLLM's engine, chosen for the device. Sets the CPU env vars."""
+    """Keyword arguments for vLLM's engine, chosen for the device. Sets the environment
+    variables its processes read (CPU cores and KV cache size, busy polling)."""
     device = resolve_device(config.device)
     args: dict = {
         "model": str(config.model_dir),
@@ -61,6 +63,8 @@ def engine_args(config: EngineConfig) -> dict:
         args |= {"max_lora_rank": config.max_lora_rank, "max_loras": config.max_loras}
     if config.kv_transfer is not None:
         args["kv_transfer_config"] = config.kv_transfer
+    if config.busy_poll_ms is not None:
+        os.environ[BUSY_POLL_ENV] = str(config.busy_poll_ms)
     if device == "cpu":
         # bfloat16 kills the worker with SIGILL on these CPUs; float32 is the safe choice.
         args["dtype"] = "float32"

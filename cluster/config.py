@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -36,6 +36,9 @@ class EngineConfig(BaseModel):
     cpu_cores: str | None = None
     enforce_eager: bool = True
     seed: int = 0
+    # How long vLLM's processes busy-poll their queues after the last message before they
+    # sleep (vLLM's own default is 1000 ms); None keeps vLLM's default.
+    busy_poll_ms: NonNegativeInt | None = 10
     # vLLM kv_transfer_config as a plain dict (KV connector for disaggregation).
     kv_transfer: dict | None = None
 
