@@ -6,9 +6,10 @@ prompt tokens are in flight there; the engine, whose token budget per forward pa
 ChunkSize, packs released prompts into ChunkSize chunks in release order (long prompts
 split, short ones merged) and never decodes here (the prefill step ends at its first token)
 → the KV connector writes the KV of all prompt tokens but the last into memory-node pages →
-the pages that arrived whole are pinned under a lease → the length predictor guesses the
-output length and the decode dispatcher picks a decode instance → DecodeTask out. A page
-that did not arrive ends the lease early; the decode side then recomputes from there.
+the first token goes out at once → the pages that arrived whole are pinned under a lease →
+the length predictor guesses the output length and the decode dispatcher picks a decode
+instance → DecodeTask out. A page that did not arrive ends the lease early; the decode side
+then recomputes from there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 import logging
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from actors.kv_client import KVClient, KVTransferError
@@ -92,7 +94,9 @@ class PrefillInstance:
     def load(self) -> InstanceLoad:
         return self.serving.load(waiting_outside=len(self.queue))
 
-    async def prefill(self, task_bytes: bytes) -> bytes:
+    async def prefill(self, task_bytes: bytes) -> AsyncIterator[bytes]:
+        """Two messages: the first token (a GenerateResponse, finished unless a decode
+        follows) as soon as the engine made it, then the DecodeTask with its lease."""
         task = scheduling_pb2.PrefillTask.FromString(task_bytes)
         request = request_from_wire(task.request)
         prompt = list(request.prompt_token_ids)
@@ -103,6 +107,10 @@ class PrefillInstance:
         finally:
             self.released_tokens -= len(prompt)
             self._release_queued()
+        # The first step was the whole answer when it hit max_tokens or a stop condition.
+        decodes = request.sampling.max_tokens > 1 and first.finish_reason is not FinishReason.STOP
+        shown = dataclasses.replace(first, finish_reason=None) if decodes else first
+        yield delta_to_wire(shown).SerializeToString()
         decode_task = scheduling_pb2.DecodeTask(
             request=task.request,
             decision=task.decision,
@@ -110,12 +118,11 @@ class PrefillInstance:
             first_token_ids=list(first.token_ids),
             first=delta_to_wire(first),
         )
-        # The first step was the whole answer when it hit max_tokens or a stop condition.
-        if request.sampling.max_tokens > 1 and first.finish_reason is not FinishReason.STOP:
+        if decodes:
             self._dispatch(decode_task.decision, request, prompt)
             lease = await asyncio.to_thread(self._lease, request, tenant, prompt)
             decode_task.lease.CopyFrom(lease)
-        return decode_task.SerializeToString()
+        yield decode_task.SerializeToString()
 
     async def observe(self, prompt: list[int], output_tokens: int) -> None:
         """A finished request's true output length: the predictor learns from it.

@@ -1,9 +1,10 @@
 """The route a request takes behind the front door, as the ingress sees it.
 
-`DisaggregatedPath`: GlobalScheduler.place → an instance's prefill (KV into memory nodes,
-decode instance chosen) → another instance's decode streams tokens back. A greedy request's
-first token goes to the client as soon as the prefill made it; the decode side computes the
-same token again, and the path checks that it did before passing on the rest. When the
+`DisaggregatedPath`: GlobalScheduler.place → an instance's prefill streams the first token,
+then the decode task (KV in memory nodes under a lease, decode instance chosen) → another
+instance's decode streams the rest back. A greedy request's first token goes to the client
+as soon as the prefill made it, before its lease is taken; the decode side computes the same
+token again, and the path checks that it did before passing on the rest. When the
 request ends, its true output length goes back to the prefill instance's length predictor.
 A dead instance before the first token means another try on a fresh placement; after
 tokens were sent it ends the stream with an error: never a hang, never silent wrong text.
@@ -31,6 +32,11 @@ ATTEMPTS = 2
 
 def _failed(request_id: str, message: str) -> TokenDelta:
     return TokenDelta(request_id, "", (), FinishReason.ERROR, error=message)
+
+
+async def _next(call: Any) -> bytes:
+    """The next message of a streaming actor call."""
+    return await (await anext(call))
 
 
 async def _stream(call: Any) -> AsyncIterator[TokenDelta]:
@@ -86,19 +92,19 @@ class DisaggregatedPath:
         decision = scheduling_pb2.DispatchDecision.FromString(decision_bytes)
         task = scheduling_pb2.PrefillTask(request=wire, decision=decision)
         prefill = self.instances[decision.prefill_instance]
+        early = wire.sampling.temperature == 0.0  # greedy: the decode side repeats this token
+        messages = prefill.prefill.options(num_returns="streaming").remote(task.SerializeToString())
         try:
-            decode_task_bytes = await prefill.prefill.remote(task.SerializeToString())
+            first = delta_from_wire(generate_pb2.GenerateResponse.FromString(await _next(messages)))
+            if early or first.finished:
+                yield first
+            decode_task_bytes = await _next(messages)
         finally:
             self.scheduler.prefilled.remote(wire.request_id)
         decode_task = scheduling_pb2.DecodeTask.FromString(decode_task_bytes)
-        first = delta_from_wire(decode_task.first)
         if not decode_task.decision.decode_instance:
-            yield first
             self._observe(prefill, decode_task, first.completion_tokens)
             return
-        early = wire.sampling.temperature == 0.0  # greedy: the decode side repeats this token
-        if early:
-            yield dataclasses.replace(first, finish_reason=None)
         decode = self.instances[decode_task.decision.decode_instance]
         call = decode.decode.options(num_returns="streaming").remote(decode_task_bytes)
         last, repeated = first, not early

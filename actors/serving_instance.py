@@ -56,8 +56,9 @@ class ServingInstance:
         self.decode_role = DecodeInstance(self.serving, kv, model_id, scheduling)
         self.flips = 0
 
-    async def prefill(self, task_bytes: bytes) -> bytes:
-        return await self.prefill_role.prefill(task_bytes)
+    async def prefill(self, task_bytes: bytes) -> AsyncIterator[bytes]:
+        async for message in self.prefill_role.prefill(task_bytes):
+            yield message
 
     async def decode(self, task_bytes: bytes) -> AsyncIterator[bytes]:
         async for message in self.decode_role.decode(task_bytes):

@@ -19,7 +19,7 @@ from cluster.config import SchedulingConfig
 from cluster.kv_pages import PageLayout
 from cluster.placement import InstanceLoad
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
-from tetriserve.v1 import scheduling_pb2
+from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 
 class FakeEngine:
@@ -59,7 +59,13 @@ class FakeServingEngine:
 
 
 class FakeKVClient:
+    """No page ever arrived; counts the lookups a lease starts with."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+
     def lookup(self, _tenant: int, keys: list) -> list:
+        self.lookups += 1
         return [None] * len(keys)
 
     def release_lease(self, _lease_id: str) -> None:
@@ -79,11 +85,15 @@ def _prefill_task(request: GenerationRequest) -> bytes:
 
 
 def _prefill_role(
-    serving: FakeServingEngine, policy: str = "fcfs", train: Path | None = None
+    serving: FakeServingEngine,
+    policy: str = "fcfs",
+    train: Path | None = None,
+    kv: FakeKVClient | None = None,
 ) -> PrefillInstance:
     layout = PageLayout(num_layers=1, num_kv_heads=1, head_dim=8, block_size=32, dtype_bytes=4)
     scheduling = SchedulingConfig(prefill_policy=policy, length_train_file=train)
-    return PrefillInstance(serving, FakeKVClient(), "model", layout, scheduling, chunk_tokens=64)
+    kv = kv or FakeKVClient()
+    return PrefillInstance(serving, kv, "model", layout, scheduling, chunk_tokens=64)
 
 
 def test_prefill_role_trains_its_length_predictor_from_a_sharegpt_file(tmp_path: Path) -> None:
@@ -105,15 +115,45 @@ def test_prefill_role_trains_its_length_predictor_from_a_sharegpt_file(tmp_path:
     assert (short.bucket, long.bucket) == (0, 4)  # 5 and 150 tokens in buckets of 32
 
 
+def test_prefill_sends_the_first_token_before_it_takes_the_lease() -> None:
+    async def scenario() -> None:
+        kv = FakeKVClient()
+        role = _prefill_role(FakeServingEngine(), kv=kv)
+        role.decode_loads = {"decode-0": InstanceLoad("decode-0", free_kv_tokens=10_000)}
+        stream = role.prefill(_prefill_task(_request("r", 40, max_tokens=4)))
+        first = generate_pb2.GenerateResponse.FromString(await anext(stream))
+        unfinished = generate_pb2.FINISH_REASON_UNSPECIFIED
+        assert (list(first.token_ids), first.finish_reason, kv.lookups) == ([7], unfinished, 0)
+        task = scheduling_pb2.DecodeTask.FromString(await anext(stream))
+        assert kv.lookups == 1 and task.decision.decode_instance == "decode-0"
+        assert task.first.finish_reason == generate_pb2.FINISH_REASON_LENGTH
+
+    asyncio.run(scenario())
+
+
+def test_prefill_that_is_the_whole_answer_sends_a_finished_token_and_no_decode() -> None:
+    async def scenario() -> None:
+        kv = FakeKVClient()
+        role = _prefill_role(FakeServingEngine(), kv=kv)
+        messages = [m async for m in role.prefill(_prefill_task(_request("r", 40, 1)))]
+        first = generate_pb2.GenerateResponse.FromString(messages[0])
+        task = scheduling_pb2.DecodeTask.FromString(messages[1])
+        assert first.finish_reason == generate_pb2.FINISH_REASON_LENGTH
+        assert not task.decision.decode_instance
+        assert (len(messages), kv.lookups) == (2, 0)
+
+    asyncio.run(scenario())
+
+
 def test_prefill_releases_queued_requests_in_policy_order() -> None:
     async def scenario() -> list[str]:
         serving = FakeServingEngine()
         role = _prefill_role(serving, "sjf")
         serving.gates["long"] = asyncio.Event()
-        long_task = asyncio.create_task(role.prefill(_prefill_task(_request("long", 200))))
+        long_task = asyncio.create_task(_drain(role.prefill(_prefill_task(_request("long", 200)))))
         await asyncio.sleep(0.01)  # "long" fills the engine's two chunks
         others = [
-            asyncio.create_task(role.prefill(_prefill_task(_request(name, size))))
+            asyncio.create_task(_drain(role.prefill(_prefill_task(_request(name, size)))))
             for name, size in (("fifty", 50), ("ten", 10), ("thirty", 30))
         ]
         await asyncio.sleep(0.01)
@@ -131,10 +171,12 @@ def test_prefill_under_fcfs_keeps_arrival_order() -> None:
         serving = FakeServingEngine()
         role = _prefill_role(serving, "fcfs")
         serving.gates["long"] = asyncio.Event()
-        tasks = [asyncio.create_task(role.prefill(_prefill_task(_request("long", 200))))]
+        tasks = [asyncio.create_task(_drain(role.prefill(_prefill_task(_request("long", 200)))))]
         await asyncio.sleep(0.01)
         for name, size in (("fifty", 50), ("ten", 10)):
-            tasks.append(asyncio.create_task(role.prefill(_prefill_task(_request(name, size)))))
+            tasks.append(
+                asyncio.create_task(_drain(role.prefill(_prefill_task(_request(name, size)))))
+            )
         await asyncio.sleep(0.01)
         serving.gates["long"].set()
         await asyncio.gather(*tasks)
