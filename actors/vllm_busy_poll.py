@@ -9,8 +9,12 @@ the decode engine's through the next request's prefill and KV transfer.
 
 The engine adapter (actors/engine.py) sets `TETRISERVE_VLLM_BUSY_POLL_MS` for the engines
 it starts (EngineConfig.busy_poll_ms); this plugin, loaded in every vLLM process through the
-`vllm.general_plugins` entry point, makes that the readers' polling time. Without the
-variable (plain vLLM in the benchmarks, for instance) vLLM keeps its own default.
+`vllm.general_plugins` entry point, makes that the readers' polling time. A sleeping reader
+is woken by a message on a PUB socket whose one-message high-water mark can drop a wake-up
+when a reader goes to sleep just as the writer writes; vLLM's readers recover by looking
+again every 5 s, which at a 1 s polling time is rare, and at a short one is not; here a
+sleeping reader looks again every `RECHECK_MS`. Without the variable (plain vLLM in the
+benchmarks, for instance) vLLM keeps its own defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 
 ENV_VAR = "TETRISERVE_VLLM_BUSY_POLL_MS"
 _PATCHED_FLAG = "_tetriserve_busy_poll_s"
+# How often a sleeping reader looks again, whether or not a wake-up came (vLLM: 5,000 ms).
+RECHECK_MS = 5
 # SpinCondition(is_reader, context, notify_address, busy_loop_s=1): its fourth argument.
 _BUSY_LOOP_POSITION = 3
 
@@ -30,11 +36,14 @@ def apply() -> None:
     if value is None:
         return
     try:
-        from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+        from vllm.distributed.device_communicators import shm_broadcast
     except ImportError:  # a vLLM without shared-memory queues polls nothing
         return
+    spin_condition = shm_broadcast.SpinCondition
     busy_poll_s = float(value) / 1000
-    current = SpinCondition.__init__
+    # Read by the readers at every wait, so setting the module's constant is enough.
+    shm_broadcast.SHM_READER_RECHECK_INTERVAL_MS = RECHECK_MS
+    current = spin_condition.__init__
     if getattr(current, _PATCHED_FLAG, None) == busy_poll_s:
         return
     original = getattr(current, "__wrapped__", current)
@@ -46,4 +55,4 @@ def apply() -> None:
         original(self, *args, **kwargs)
 
     setattr(__init__, _PATCHED_FLAG, busy_poll_s)
-    SpinCondition.__init__ = __init__
+    spin_condition.__init__ = __init__

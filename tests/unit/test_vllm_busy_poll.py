@@ -14,6 +14,8 @@ from actors import vllm_busy_poll
 from actors.engine import engine_args
 from cluster.config import EngineConfig
 
+VLLM_RECHECK_MS = 5000
+
 
 class FakeSpinCondition:
     """Stands in for vLLM's SpinCondition (same signature), without its sockets."""
@@ -26,6 +28,8 @@ class FakeSpinCondition:
 def fake_spin_condition(monkeypatch: pytest.MonkeyPatch) -> type[FakeSpinCondition]:
     monkeypatch.setattr(FakeSpinCondition, "__init__", FakeSpinCondition.__init__)
     monkeypatch.setattr(shm_broadcast, "SpinCondition", FakeSpinCondition)
+    # vLLM's own value (an engine started earlier in this process may have set another).
+    monkeypatch.setattr(shm_broadcast, "SHM_READER_RECHECK_INTERVAL_MS", VLLM_RECHECK_MS)
     return FakeSpinCondition
 
 
@@ -44,6 +48,7 @@ def test_without_the_variable_vllm_keeps_its_default(
     monkeypatch.delenv(vllm_busy_poll.ENV_VAR, raising=False)
     vllm_busy_poll.apply()
     assert reader(fake_spin_condition).busy_loop_s == 1
+    assert shm_broadcast.SHM_READER_RECHECK_INTERVAL_MS == VLLM_RECHECK_MS
 
 
 def test_the_variable_sets_the_readers_polling_time(
@@ -53,6 +58,8 @@ def test_the_variable_sets_the_readers_polling_time(
     vllm_busy_poll.apply()
     vllm_busy_poll.apply()  # twice: still one wrapper, the same value
     assert reader(fake_spin_condition).busy_loop_s == pytest.approx(0.010)
+    # A sleeping reader looks again soon: a lost wake-up costs milliseconds, not 5 s.
+    assert shm_broadcast.SHM_READER_RECHECK_INTERVAL_MS == vllm_busy_poll.RECHECK_MS
     assert reader(fake_spin_condition, busy_loop_s=0.5).busy_loop_s == 0.5  # explicit wins
     assert fake_spin_condition(True, None, "inproc://unused").busy_loop_s == pytest.approx(0.010)
     assert fake_spin_condition(True, None, "inproc://unused", 0.25).busy_loop_s == 0.25
