@@ -112,11 +112,7 @@ class PrefillInstance:
         shown = dataclasses.replace(first, finish_reason=None) if decodes else first
         yield delta_to_wire(shown).SerializeToString()
         decode_task = scheduling_pb2.DecodeTask(
-            request=task.request,
-            decision=task.decision,
-            prompt_token_ids=prompt,
-            first_token_ids=list(first.token_ids),
-            first=delta_to_wire(first),
+            request=task.request, decision=task.decision, prompt_token_ids=prompt
         )
         if decodes:
             self._dispatch(decode_task.decision, request, prompt)

@@ -126,7 +126,7 @@ def test_prefill_sends_the_first_token_before_it_takes_the_lease() -> None:
         assert (list(first.token_ids), first.finish_reason, kv.lookups) == ([7], unfinished, 0)
         task = scheduling_pb2.DecodeTask.FromString(await anext(stream))
         assert kv.lookups == 1 and task.decision.decode_instance == "decode-0"
-        assert task.first.finish_reason == generate_pb2.FINISH_REASON_LENGTH
+        assert list(task.prompt_token_ids) == list(range(3, 43))
 
     asyncio.run(scenario())
 

@@ -71,20 +71,16 @@ class PrefillTask(_message.Message):
     def __init__(self, request: _Optional[_Union[_generate_pb2.GenerateRequest, _Mapping]] = ..., decision: _Optional[_Union[DispatchDecision, _Mapping]] = ...) -> None: ...
 
 class DecodeTask(_message.Message):
-    __slots__ = ("request", "decision", "lease", "prompt_token_ids", "first_token_ids", "first")
+    __slots__ = ("request", "decision", "lease", "prompt_token_ids")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
-    FIRST_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
-    FIRST_FIELD_NUMBER: _ClassVar[int]
     request: _generate_pb2.GenerateRequest
     decision: DispatchDecision
     lease: _kv_pb2.KVLease
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
-    first_token_ids: _containers.RepeatedScalarFieldContainer[int]
-    first: _generate_pb2.GenerateResponse
-    def __init__(self, request: _Optional[_Union[_generate_pb2.GenerateRequest, _Mapping]] = ..., decision: _Optional[_Union[DispatchDecision, _Mapping]] = ..., lease: _Optional[_Union[_kv_pb2.KVLease, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., first_token_ids: _Optional[_Iterable[int]] = ..., first: _Optional[_Union[_generate_pb2.GenerateResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, request: _Optional[_Union[_generate_pb2.GenerateRequest, _Mapping]] = ..., decision: _Optional[_Union[DispatchDecision, _Mapping]] = ..., lease: _Optional[_Union[_kv_pb2.KVLease, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LoadReportAck(_message.Message):
     __slots__ = ("accepted",)
