@@ -11,9 +11,10 @@ Each system first serves a warm-up mix (the length predictor learns from it), th
 workload: the same requests (fixed seed), Poisson arrivals, vLLM's own benchmark client.
 Per workload and system: mean / p50 / p99 TTFT and JCT, instance-seconds and core-seconds
 (tetriserve: the seconds each engine had work, from the instances; vLLM: the seconds any
-request was in flight) and performance per dollar; then the ratios. Results go to the
-output directory as results.json, table.md and PNG plots; `--json PATH` writes the list of
-per-workload results.
+request was in flight) and performance per dollar; then the ratios, and the CPU seconds
+each role used on this node during the run (deploy/cpu_profile.py), which says why.
+Results go to the output directory as results.json, table.md and PNG plots (cpu.png: the
+profile); `--json PATH` writes the list of per-workload results.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from cluster.checkpoint import inspect_checkpoint
 from cluster.length_predictor import LengthPredictor, held_out_accuracy
 from deploy import bench_workloads_report as report
-from deploy import workloads
+from deploy import cpu_profile, workloads
 from deploy.bench_args import add_model_args, positive
 from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_latency import BASELINE_FLAGS, drive
@@ -97,6 +98,9 @@ class Bench:
             name: self._workload(name, args.requests, args.seed) for name in _names(args.workloads)
         }
         self.warmup = self._workload("Mixed", args.warmup, WARMUP_SEED)
+        self.cpu = cpu_profile.CpuProfile()
+        # workload -> system -> CPU seconds per role during its run
+        self.cpu_profiles: dict[str, dict[str, cpu_profile.Window]] = {}
 
     def _count(self, text: str) -> int:
         return len(self._encode(text))
@@ -146,7 +150,9 @@ class Bench:
         figures = {}
         for name in self.requests:
             progress.set_description(f"{system}: {name}")
-            result = drive(self.client_args(base_url, name, self._result(system, name)), log)
+            with self.cpu.measure() as window:
+                result = drive(self.client_args(base_url, name, self._result(system, name)), log)
+            self.cpu_profiles.setdefault(name, {})[system] = window
             instance_s, core_s = busy(result)
             figures[name] = report.figures_from_client(result, instance_s, core_s)
             progress.update(1)
@@ -273,11 +279,19 @@ def write_outputs(
         "thresholds": bench.thresholds.describe(),
         "length_predictor": accuracy,
         "results": payload,
+        "cpu_profile": {
+            name: {system: window.to_dict() for system, window in runs.items()}
+            for name, runs in bench.cpu_profiles.items()
+        },
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     table = report.to_markdown(results, bench.thresholds.describe())
-    (out / "table.md").write_text(f"{table}\n{report.verdict(results)}\n")
+    cpu = cpu_profile.to_markdown(bench.cpu_profiles)
+    (out / "table.md").write_text(
+        f"{table}\n{report.verdict(results)}\n\n## CPU seconds per role (this node)\n\n{cpu}"
+    )
     plots = report.write_plots(results, out)
+    plots.append(cpu_profile.write_plot(bench.cpu_profiles, out / "cpu.png"))
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {', '.join(map(str, plots))}")
     if bench.args.json is not None:
         bench.args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -309,5 +323,9 @@ def run(args: argparse.Namespace) -> int:
     results = [report.WorkloadResult(name, ours[name], theirs[name]) for name in bench.requests]
     print("\n" + report.to_markdown(results, bench.thresholds.describe()))
     print(report.verdict(results))
+    print(
+        "\nCPU seconds per role on this node, per run:\n"
+        + cpu_profile.to_markdown(bench.cpu_profiles)
+    )
     write_outputs(bench, results, accuracy)
     return 0 if all(r.tetriserve.failed == 0 and r.vllm.failed == 0 for r in results) else 1

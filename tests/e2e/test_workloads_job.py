@@ -1,8 +1,9 @@
 """`tetriserve bench workloads` runs as a Ray job against a `ray start --head` cluster.
 
 A small run (one workload, a few requests): the job finishes, both systems served every
-request, and `--json` holds one entry per workload with tetriserve's figures, vLLM's and
-their ratios. The benchmark's own figures are not judged here: they are for people to read.
+request, `--json` holds one entry per workload with tetriserve's figures, vLLM's and their
+ratios, and the CPU profile names the roles it saw at work. The benchmark's own figures
+are not judged here: they are for people to read.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def test_workloads_benchmark_runs_as_a_ray_job(head: str, tmp_path: Path) -> Non
     assert entry["ratio"]["ttft_mean_ms"] == pytest.approx(
         entry["tetriserve"]["ttft_mean_ms"] / entry["vllm"]["ttft_mean_ms"]
     )
-    assert {"ttft.png", "jct.png", "ratio.png", "table.md"} <= {
+    assert {"ttft.png", "jct.png", "ratio.png", "cpu.png", "table.md"} <= {
         path.name for path in (tmp_path / "out").iterdir()
     }
+    # The profile saw both systems' engines and tetriserve's ingress at work.
+    profile = json.loads((tmp_path / "out" / "results.json").read_text())["cpu_profile"]["LPHD"]
+    for system in ("tetriserve", "vllm"):
+        assert profile[system]["cpu_seconds"]["engine workers"] > 0
+    assert profile["tetriserve"]["cpu_seconds"]["Serve ingress"] > 0
+    assert "vLLM API server" not in profile["tetriserve"]["cpu_seconds"]
