@@ -37,8 +37,16 @@ def _load(module_name: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    """Runs one sub-command; a value the config refuses ends it like a bad flag (status 2)."""
+    from pydantic import ValidationError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except ValidationError as exc:
+        parser.error(str(exc))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,13 @@ def _add_scheduling_args(parser: argparse.ArgumentParser) -> None:
         help="ShareGPT-format JSON to train the output-length predictor on",
     )
     group.add_argument("--no-flip", action="store_true", help="instances never change role")
+    group.add_argument(
+        "--stream-interval-ms",
+        type=int,
+        default=SchedulingConfig.model_fields["stream_interval_ms"].default,
+        help="a decode stream sends what its engine made within this many ms as one message "
+        "(0: every step)",
+    )
 
 
 def scheduling_from_args(args: argparse.Namespace) -> SchedulingConfig:
@@ -67,6 +74,7 @@ def scheduling_from_args(args: argparse.Namespace) -> SchedulingConfig:
         admission=args.admission,
         length_train_file=args.length_train_file,
         flip=not args.no_flip,
+        stream_interval_ms=args.stream_interval_ms,
     )
 
 

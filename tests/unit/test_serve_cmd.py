@@ -1,0 +1,43 @@
+"""`tetriserve serve`'s flags reach the deployment config; bad values are refused."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from cluster.config import SchedulingConfig
+from deploy.cli import build_parser
+from deploy.serve_cmd import config_from_args
+
+
+def _config(*flags: str):
+    return config_from_args(build_parser().parse_args(["serve", *flags]))
+
+
+def test_defaults_are_the_scheduling_config_defaults() -> None:
+    assert _config().scheduling == SchedulingConfig()
+
+
+def test_scheduling_flags_reach_the_config() -> None:
+    scheduling = _config(
+        "--stream-interval-ms", "0", "--prefill-policy", "sjf", "--no-flip"
+    ).scheduling
+    assert (scheduling.stream_interval_ms, scheduling.prefill_policy, scheduling.flip) == (
+        0,
+        "sjf",
+        False,
+    )
+
+
+def test_negative_stream_interval_is_refused() -> None:
+    with pytest.raises(pydantic.ValidationError, match="stream_interval_ms"):
+        _config("--stream-interval-ms", "-5")
+
+
+def test_the_command_line_reports_a_refused_value_as_a_usage_error(capsys) -> None:
+    from deploy.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--stream-interval-ms", "-5"])
+    assert exit_info.value.code == 2
+    assert "stream_interval_ms" in capsys.readouterr().err
