@@ -153,11 +153,12 @@ def write_plot(profiles: Profiles, path: Path) -> Path:
 
     bars = [(f"{w} {s}", window) for w, runs in profiles.items() for s, window in runs.items()]
     roles = roles_in_order(window.by_role for _, window in bars)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.5))
-    _stack(ax, [label for label, _ in bars], [w.by_role for _, w in bars], roles)
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(bars) + 1.5))
+    colors = plt.get_cmap("tab20").colors
+    _stack(ax, [label for label, _ in bars], [w.by_role for _, w in bars], roles, colors)
     ax.set_xlabel("CPU seconds during the run")
     ax.set_title("Where the cores went, per role", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -165,10 +166,16 @@ def write_plot(profiles: Profiles, path: Path) -> Path:
     return path
 
 
-def _stack(ax: Any, labels: Sequence[str], rows: Sequence[Mapping[str, float]], roles: list[str]):
+def _stack(
+    ax: Any,
+    labels: Sequence[str],
+    rows: Sequence[Mapping[str, float]],
+    roles: list[str],
+    colors: Sequence[Any],
+) -> None:
     left = [0.0] * len(rows)
-    for role in roles:
+    for i, role in enumerate(roles):
         widths = [row.get(role, 0.0) for row in rows]
-        ax.barh(labels, widths, left=left, label=role)
+        ax.barh(labels, widths, left=left, label=role, color=colors[i % len(colors)])
         left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.invert_yaxis()
