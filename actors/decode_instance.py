@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,8 @@ class DecodeInstance:
         self.kv = kv
         self.model_id = model_id
         self.admission = make_admission(scheduling.admission)
-        self.stream_interval_s = scheduling.stream_interval_ms / 1000
+        self.longest_interval_s = scheduling.stream_interval_ms / 1000
+        self.messages_per_s = scheduling.stream_messages_per_s
         self.decoding: dict[str, _Decoding] = {}
         self.waiting = 0
         self._changed = asyncio.Condition()
@@ -100,6 +101,12 @@ class DecodeInstance:
             if not released:
                 await asyncio.to_thread(self._release, lease)
 
+    def stream_interval_s(self) -> float:
+        """How long a stream gathers steps into one message: the running streams share
+        `messages_per_s`, so a lone stream sends about every step and, under load, each
+        waits longer, up to `longest_interval_s`."""
+        return min(self.longest_interval_s, len(self.decoding) / self.messages_per_s)
+
     async def _admit(self, request_id: str, task: scheduling_pb2.DecodeTask) -> _Decoding:
         """Waits until the admission policy lets the request into the engine."""
         decoding = _Decoding(
@@ -134,15 +141,11 @@ class DecodeInstance:
 
 
 async def coalesce(
-    steps: AsyncIterator[TokenDelta], interval_s: float
+    steps: AsyncIterator[TokenDelta], interval_s: Callable[[], float]
 ) -> AsyncIterator[TokenDelta]:
-    """The first delta alone and at once, then whatever the engine made within `interval_s`
+    """The first delta alone and at once, then whatever the engine made within `interval_s()`
     of each batch's first delta as one delta: fewer messages on the way to the client (each
     costs far more than a decode step of a small model); a finished delta ends the wait."""
-    if interval_s <= 0:
-        async for delta in steps:
-            yield delta
-        return
     queue: asyncio.Queue[TokenDelta | None] = asyncio.Queue()
 
     async def pump() -> None:
@@ -159,7 +162,7 @@ async def coalesce(
         if first is not None:
             yield first
         while not done:
-            batch, done = await _batch(queue, interval_s)
+            batch, done = await _batch(queue, interval_s())
             if batch:
                 yield merge_deltas(batch)
         await pumping  # the engine's exception, if its stream ended with one
@@ -170,17 +173,24 @@ async def coalesce(
 async def _batch(
     queue: asyncio.Queue[TokenDelta | None], interval_s: float
 ) -> tuple[list[TokenDelta], bool]:
-    """The next delta and those that follow it within `interval_s`; True when the stream ended."""
+    """The next delta, those already waiting and those that follow within `interval_s`;
+    True when the stream ended."""
     loop = asyncio.get_running_loop()
     item = await queue.get()
     if item is None:
         return [], True
     batch, deadline = [item], loop.time() + interval_s
     while not item.finished:
-        try:
-            item = await asyncio.wait_for(queue.get(), deadline - loop.time())
-        except TimeoutError:
-            return batch, False
+        if queue.empty():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return batch, False
+            try:
+                item = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                return batch, False
+        else:
+            item = queue.get_nowait()
         if item is None:
             return batch, True
         batch.append(item)

@@ -64,12 +64,14 @@ class SchedulingConfig(BaseModel):
     # Instance flip: after this many idle monitor rounds while the other role is busy.
     flip: bool = True
     flip_idle_rounds: PositiveInt = 50
-    # A decode stream sends what its engine made within this many ms as one message
-    # (the first token alone, at once); 0 sends every step. Each message costs the Serve
-    # ingress and proxy far more CPU than a decode step of a small model: on 2 cores, under
-    # 4 req/s of 144-token outputs, 50 ms gave half the TTFT and TPOT of 20 ms, and 100 ms
-    # no more. Ray Serve's LLM server batches its stream by 50 ms too.
-    stream_interval_ms: int = Field(default=50, ge=0, le=1000)
+    # A decode stream sends what its engine made within an interval as one message (the
+    # first token alone, at once). Each message costs the Serve ingress and proxy far more
+    # CPU than a decode step of a small model, so a decode instance's running streams share
+    # `stream_messages_per_s` (a lone stream sends about every step) and none waits more
+    # than `stream_interval_ms`. On 2 cores, under 4 req/s of 144-token outputs, a fixed
+    # 50 ms gave half the TTFT and TPOT of a fixed 20 ms (Ray Serve's LLM server: 50 ms).
+    stream_interval_ms: int = Field(default=100, ge=0, le=1000)
+    stream_messages_per_s: PositiveInt = 150
     seed: int = 0
 
 

@@ -57,12 +57,18 @@ def _add_scheduling_args(parser: argparse.ArgumentParser) -> None:
         help="ShareGPT-format JSON to train the output-length predictor on",
     )
     group.add_argument("--no-flip", action="store_true", help="instances never change role")
+    defaults = SchedulingConfig.model_fields
     group.add_argument(
         "--stream-interval-ms",
         type=int,
-        default=SchedulingConfig.model_fields["stream_interval_ms"].default,
-        help="a decode stream sends what its engine made within this many ms as one message "
-        "(0: every step)",
+        default=defaults["stream_interval_ms"].default,
+        help="longest a decode stream gathers steps into one message",
+    )
+    group.add_argument(
+        "--stream-messages-per-s",
+        type=int,
+        default=defaults["stream_messages_per_s"].default,
+        help="messages per second a decode instance's streams share",
     )
 
 
@@ -75,6 +81,7 @@ def scheduling_from_args(args: argparse.Namespace) -> SchedulingConfig:
         length_train_file=args.length_train_file,
         flip=not args.no_flip,
         stream_interval_ms=args.stream_interval_ms,
+        stream_messages_per_s=args.stream_messages_per_s,
     )
 
 

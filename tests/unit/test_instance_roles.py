@@ -12,6 +12,8 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from actors.decode_instance import DecodeInstance
 from actors.prefill_instance import PrefillInstance
 from actors.wire import request_to_wire
@@ -262,7 +264,8 @@ def test_decode_admission_holds_what_does_not_fit_until_memory_frees() -> None:
     asyncio.run(scenario())
 
 
-def test_decode_stream_coalesces_steps_but_sends_the_first_alone() -> None:
+@pytest.mark.parametrize("interval_s", [0.0, 0.02])  # 0: what is already waiting goes together
+def test_decode_stream_coalesces_steps_but_sends_the_first_alone(interval_s: float) -> None:
     from actors.decode_instance import coalesce
 
     resume = asyncio.Event()
@@ -279,7 +282,7 @@ def test_decode_stream_coalesces_steps_but_sends_the_first_alone() -> None:
 
     async def scenario() -> list[TokenDelta]:
         sent = []
-        async for delta in coalesce(steps(), interval_s=0.02):
+        async for delta in coalesce(steps(), interval_s=lambda: interval_s):
             sent.append(delta)
             if len(sent) == 2:
                 resume.set()
@@ -290,3 +293,13 @@ def test_decode_stream_coalesces_steps_but_sends_the_first_alone() -> None:
     assert [d.text for d in sent] == ["<1>", "<2><3><4><5>", "<6><7>"]
     assert [d.completion_tokens for d in sent] == [1, 5, 7]
     assert [d.finish_reason for d in sent] == [None, None, FinishReason.LENGTH]
+
+
+def test_decode_streams_share_a_message_budget_up_to_the_longest_interval() -> None:
+    scheduling = SchedulingConfig(stream_interval_ms=100, stream_messages_per_s=100)
+    role = DecodeInstance(FakeServingEngine(), FakeKVClient(), "model", scheduling)
+    intervals = []
+    for running in (1, 5, 10, 30):
+        role.decoding = {str(i): None for i in range(running)}  # type: ignore[misc]
+        intervals.append(role.stream_interval_s())
+    assert intervals == [0.01, 0.05, 0.1, 0.1]
