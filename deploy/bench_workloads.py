@@ -39,6 +39,7 @@ from deploy.bench_args import add_model_args, positive
 from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_latency import BASELINE_FLAGS, drive
 from deploy.bench_servers import ServerProcess, free_port, running
+from deploy.serve_cmd import add_scheduling_args, scheduling_from_args
 
 SERVED_NAME = "base"
 APP_NAME = "tetriserve-bench"
@@ -63,12 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--requests", type=positive, default=48, help="requests per workload")
     parser.add_argument("--rate", type=float, default=4.0, help="Poisson arrivals per second")
     parser.add_argument("--warmup", type=positive, default=32, help="warm-up requests")
-    parser.add_argument("--chunk-tokens", type=positive, default=None, help="ChunkSize")
     parser.add_argument("--max-model-len", type=positive, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve-port", type=int, default=8000, help="the cluster's Serve port")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="results list")
+    add_scheduling_args(parser)  # tetriserve's side: ChunkSize, policies, streaming
     parser.set_defaults(func=run)
 
 
@@ -179,6 +180,7 @@ def _deployment(args: argparse.Namespace, model_dir: Path, chunk_tokens: int | N
         max_model_len=args.max_model_len,
         metrics_port=None,
         chunk_tokens=chunk_tokens,
+        scheduling=scheduling_from_args(args),
     )
 
 

@@ -30,11 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--colocated", action="store_true", help="one engine runs whole requests (no P/D split)"
     )
-    _add_scheduling_args(parser)
+    add_scheduling_args(parser)
     parser.set_defaults(func=run)
 
 
-def _add_scheduling_args(parser: argparse.ArgumentParser) -> None:
+def add_scheduling_args(parser: argparse.ArgumentParser) -> None:
+    """tetriserve's scheduling flags, shared by `serve` and `bench workloads`."""
     group = parser.add_argument_group("scheduling (disaggregated mode)")
     group.add_argument(
         "--chunk-tokens", type=int, default=None, help="ChunkSize (default: profiled at start)"

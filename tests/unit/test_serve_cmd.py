@@ -1,4 +1,5 @@
-"""`tetriserve serve`'s flags reach the deployment config; bad values are refused."""
+"""`tetriserve serve`'s flags (shared by `bench workloads`) reach the deployment config;
+bad values are refused."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ def test_the_command_line_reports_a_refused_value_as_a_usage_error(capsys) -> No
         main(["serve", "--stream-interval-ms", "-5"])
     assert exit_info.value.code == 2
     assert "stream_interval_ms" in capsys.readouterr().err
+
+
+def test_bench_workloads_takes_the_same_scheduling_flags(tmp_path) -> None:
+    from deploy.bench_workloads import _deployment
+
+    flags = ["--dispatcher", "random", "--stream-interval-ms", "50", "--chunk-tokens", "128"]
+    args = build_parser().parse_args(["bench", "workloads", *flags])
+    config = _deployment(args, tmp_path, args.chunk_tokens)
+    assert (config.scheduling.dispatcher, config.scheduling.stream_interval_ms) == ("random", 50)
+    assert config.chunk_tokens == 128
