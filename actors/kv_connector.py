@@ -2,12 +2,15 @@
 
 Loaded by vLLM from `kv_transfer_config` (`kv_connector_module_path=actors.kv_connector`).
 Prefill engine (produce): after each forward pass, every KV block that received prompt
-tokens in that pass is written whole, as one page (cluster/kv_pages.py), through the
-SuperNIC switch to a memory node. Decode engine (consume): before the first forward pass of
-a request, its pages are read by handle (one-sided reads: no owner-side logic) and copied
-into the engine's blocks, so the engine computes only the last prompt token. A page that cannot be
-read is reported as a load error and vLLM recomputes from there (`kv_load_failure_policy`
-= "recompute"): a failed transfer costs time, never correctness.
+tokens in that pass is copied out and written whole, as one page (cluster/kv_pages.py),
+through the SuperNIC switch to a memory node, by a thread of its own: the engine goes on
+(its first token leaves) while the pages travel, in order. The prefill instance's lease
+waits for the pages it looks up (actors/prefill_instance.py). Decode engine (consume):
+before the first forward pass of a request, its pages are read by handle (one-sided reads:
+no owner-side logic) and copied into the engine's blocks, so the engine computes only the
+last prompt token. A page that cannot be read is reported as a load error and vLLM
+recomputes from there (`kv_load_failure_policy` = "recompute"): a failed transfer costs
+time, never correctness.
 
 The scheduler side (in vLLM's engine-core process) plans `SaveOp`s and `LoadOp`s each step;
 the worker side (in the worker process) runs them against the engine's cache tensors.
@@ -16,6 +19,7 @@ the worker side (in the worker process) runs them against the engine's cache ten
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +78,7 @@ class TetriserveConnector(KVConnectorBase_V1):
         self._layer_index: dict[str, int] = {}
         self._staged: dict[int, list[torch.Tensor | None]] = {}
         self._failed_blocks: set[int] = set()
+        self._saver: ThreadPoolExecutor | None = None
 
     # ---------------------------------------------------------------- scheduler side
 
@@ -221,13 +226,14 @@ class TetriserveConnector(KVConnectorBase_V1):
             layers = staged.get(i)
             if layers is None or any(t is None for t in layers):
                 continue
-            try:
-                self._save(op, torch.stack(layers, dim=1))  # [pages, layers, block numel]
-            except KVTransferError as exc:
-                log.warning("KV save of %s failed; decode will recompute: %s", op.req_id, exc)
+            blocks = torch.stack(layers, dim=1)  # [pages, layers, block numel], a copy
+            if self._saver is None:
+                self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-save")
+            self._saver.submit(self._save, op, blocks)
 
     def _save(self, op: SaveOp, blocks: torch.Tensor) -> None:
-        """The step's pages of one request, sealed, in one write (allocated by key)."""
+        """The step's pages of one request, sealed, in one write (allocated by key); on the
+        saver thread, so a failure is logged: the decode side recomputes what is missing."""
         pages = [
             (
                 page.key,
@@ -238,12 +244,17 @@ class TetriserveConnector(KVConnectorBase_V1):
             )
             for row, page in enumerate(op.pages)
         ]
-        self._kv().write_pages(op.tenant, pages)
+        try:
+            self._kv().write_pages(op.tenant, pages)
+        except KVTransferError as exc:
+            log.warning("KV save of %s failed; decode will recompute: %s", op.req_id, exc)
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         failed, self._failed_blocks = self._failed_blocks, set()
         return failed
 
     def shutdown(self) -> None:
+        if self._saver is not None:
+            self._saver.shutdown(wait=True)
         if self._client is not None:
             self._client.close()

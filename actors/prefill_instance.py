@@ -5,11 +5,12 @@ batches of PrefillSchedBatch) → it is released to the engine when less than tw
 prompt tokens are in flight there; the engine, whose token budget per forward pass is
 ChunkSize, packs released prompts into ChunkSize chunks in release order (long prompts
 split, short ones merged) and never decodes here (the prefill step ends at its first token)
-→ the KV connector writes the KV of all prompt tokens but the last into memory-node pages →
-the first token goes out at once → the pages that arrived whole are pinned under a lease →
-the length predictor guesses the output length and the decode dispatcher picks a decode
-instance → DecodeTask out. A page that did not arrive ends the lease early; the decode side
-then recomputes from there.
+→ the KV connector writes the KV of all prompt tokens but the last into memory-node pages,
+from a thread of its own → the first token goes out at once → the pages that arrived whole
+are pinned under a lease (looked up again, backing off, until every page is there or
+`page_wait_s` has passed) → the length predictor guesses the output length and the decode
+dispatcher picks a decode instance → DecodeTask out. A page that did not arrive ends the
+lease early; the decode side then recomputes from there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,6 +44,10 @@ from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from tetriserve.v1 import kv_pb2, scheduling_pb2
 
 LEASE_TTL_S = 30.0
+# How long a lease waits for pages still on their way from the engine's KV connector, and
+# the first and longest pause between two lookups.
+PAGE_WAIT_S = 1.0
+PAGE_RETRY_S = (0.002, 0.02)
 # The engine holds at most this many chunks of released, not yet prefilled prompt tokens:
 # one being computed and one ready, so the engine never idles between chunks.
 CHUNKS_IN_ENGINE = 2
@@ -67,6 +73,7 @@ class PrefillInstance:
         self.model_id = model_id
         self.layout = layout
         self.chunk_tokens = chunk_tokens
+        self.page_wait_s = PAGE_WAIT_S
         self.heavy_decode_tokens = scheduling.heavy_decode_tokens
         self.queue = PrefillQueue(scheduling.prefill_policy, scheduling.prefill_sched_batch)
         self.released_tokens = 0
@@ -206,12 +213,12 @@ class PrefillInstance:
         keys = page_keys(self.model_id, request.adapter, prompt[:count], self.layout.block_size)
         lease = kv_pb2.KVLease(lease_id=uuid.uuid4().hex, request_id=request.request_id)
         try:
-            handles = self.kv.lookup(tenant, keys)
+            handles = self._arrived(tenant, keys)
         except KVTransferError:
             return lease
         pages: list[PageHandle] = []
         for handle in handles:
-            if handle is None or handle.length < self.layout.page_bytes:
+            if not self._whole(handle):
                 break  # this page, and so the ones after it, did not arrive whole
             pages.append(handle)
         if not pages:
@@ -224,3 +231,17 @@ class PrefillInstance:
         lease.num_tokens = min(count, len(pages) * self.layout.block_size)
         lease.pages.extend(handle_to_wire(page) for page in pages)
         return lease
+
+    def _whole(self, handle: PageHandle | None) -> bool:
+        return handle is not None and handle.length >= self.layout.page_bytes
+
+    def _arrived(self, tenant: int, keys: list) -> list[PageHandle | None]:
+        """The keys' pages once all arrived whole, or as they are after `page_wait_s`."""
+        deadline = time.monotonic() + self.page_wait_s
+        pause, longest = PAGE_RETRY_S
+        while True:
+            handles = self.kv.lookup(tenant, keys)
+            if all(map(self._whole, handles)) or time.monotonic() + pause > deadline:
+                return handles
+            time.sleep(pause)
+            pause = min(2 * pause, longest)

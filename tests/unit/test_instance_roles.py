@@ -1,8 +1,8 @@
 """The prefill and decode roles' own scheduling, around a fake engine (no vLLM, no Ray).
 
 Prefill: requests enter the engine in the queue policy's order, at most two chunks of
-prompt tokens at a time. Decode: admission holds a request whose predicted KV does not fit
-until a running one finishes.
+prompt tokens at a time; the lease waits for pages still on their way. Decode: admission
+holds a request whose predicted KV does not fit until a running one finishes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from actors.decode_instance import DecodeInstance
 from actors.prefill_instance import PrefillInstance
 from actors.wire import request_to_wire
 from cluster.config import SchedulingConfig
-from cluster.kv_pages import PageLayout
+from cluster.kv_pages import PageHandle, PageLayout
 from cluster.placement import InstanceLoad
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
 from tetriserve.v1 import generate_pb2, scheduling_pb2
@@ -61,17 +61,32 @@ class FakeServingEngine:
 
 
 class FakeKVClient:
-    """No page ever arrived; counts the lookups a lease starts with."""
+    """Pages arrive whole at the `arrive_at`-th lookup (never, by default); counts lookups
+    and keeps the pages each lease pinned."""
 
-    def __init__(self) -> None:
+    def __init__(self, page_bytes: int = 0, arrive_at: int | None = None) -> None:
+        self.page_bytes = page_bytes
+        self.arrive_at = arrive_at
         self.lookups = 0
+        self.leased: dict[str, list] = {}
 
-    def lookup(self, _tenant: int, keys: list) -> list:
+    def lookup(self, tenant: int, keys: list) -> list:
         self.lookups += 1
-        return [None] * len(keys)
+        if self.arrive_at is None or self.lookups < self.arrive_at:
+            return [None] * len(keys)
+        return [
+            PageHandle(k, "memory-0", tenant, 4096 * i, self.page_bytes) for i, k in enumerate(keys)
+        ]
+
+    def grant_lease(self, lease_id: str, _tenant: int, pages: list, _ttl_s: float) -> float:
+        self.leased[lease_id] = list(pages)
+        return 1.0e9
 
     def release_lease(self, _lease_id: str) -> None:
         return None
+
+
+LAYOUT = PageLayout(num_layers=1, num_kv_heads=1, head_dim=8, block_size=32, dtype_bytes=4)
 
 
 def _request(request_id: str, prompt_tokens: int, max_tokens: int = 1) -> GenerationRequest:
@@ -92,10 +107,11 @@ def _prefill_role(
     train: Path | None = None,
     kv: FakeKVClient | None = None,
 ) -> PrefillInstance:
-    layout = PageLayout(num_layers=1, num_kv_heads=1, head_dim=8, block_size=32, dtype_bytes=4)
     scheduling = SchedulingConfig(prefill_policy=policy, length_train_file=train)
     kv = kv or FakeKVClient()
-    return PrefillInstance(serving, kv, "model", layout, scheduling, chunk_tokens=64)
+    role = PrefillInstance(serving, kv, "model", LAYOUT, scheduling, chunk_tokens=64)
+    role.page_wait_s = 0.0  # a page that is not there at the first look never arrives
+    return role
 
 
 def test_prefill_role_trains_its_length_predictor_from_a_sharegpt_file(tmp_path: Path) -> None:
@@ -131,6 +147,32 @@ def test_prefill_sends_the_first_token_before_it_takes_the_lease() -> None:
         assert list(task.prompt_token_ids) == list(range(3, 43))
 
     asyncio.run(scenario())
+
+
+async def _prefilled(role: PrefillInstance, request: GenerationRequest):
+    role.decode_loads = {"decode-0": InstanceLoad("decode-0", free_kv_tokens=10_000)}
+    messages = [m async for m in role.prefill(_prefill_task(request))]
+    return scheduling_pb2.DecodeTask.FromString(messages[-1])
+
+
+def test_lease_waits_for_pages_still_on_their_way() -> None:
+    kv = FakeKVClient(LAYOUT.page_bytes, arrive_at=3)
+    role = _prefill_role(FakeServingEngine(), kv=kv)
+    role.page_wait_s = 5.0
+    task = asyncio.run(_prefilled(role, _request("r", 70, max_tokens=4)))
+    # 69 prompt tokens in the KV (all but the last): three 32-token pages.
+    assert (kv.lookups, len(task.lease.pages), task.lease.num_tokens) == (3, 3, 69)
+    assert len(kv.leased[task.lease.lease_id]) == 3
+
+
+def test_lease_gives_up_on_missing_pages_after_page_wait_s() -> None:
+    kv = FakeKVClient(LAYOUT.page_bytes)  # no page ever arrives
+    role = _prefill_role(FakeServingEngine(), kv=kv)
+    role.page_wait_s = 0.05
+    task = asyncio.run(_prefilled(role, _request("r", 70, max_tokens=4)))
+    assert kv.lookups > 1 and not kv.leased
+    assert (len(task.lease.pages), task.lease.num_tokens) == (0, 0)
+    assert task.decision.decode_instance == "decode-0"  # the decode recomputes the prompt
 
 
 def test_prefill_that_is_the_whole_answer_sends_a_finished_token_and_no_decode() -> None:
