@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from cluster.config import DeploymentConfig, SchedulingConfig
+from deploy.bench_args import positive
 
 APP_NAME = "tetriserve"
 
@@ -38,7 +39,7 @@ def add_scheduling_args(parser: argparse.ArgumentParser) -> None:
     """tetriserve's scheduling flags, shared by `serve` and `bench workloads`."""
     group = parser.add_argument_group("scheduling (disaggregated mode)")
     group.add_argument(
-        "--chunk-tokens", type=int, default=None, help="ChunkSize (default: profiled at start)"
+        "--chunk-tokens", type=positive, default=None, help="ChunkSize (default: profiled at start)"
     )
     group.add_argument("--prefill-policy", choices=["fcfs", "sjf", "ljf"], default="fcfs")
     group.add_argument("--prefill-sched-batch", type=int, default=16, help="PrefillSchedBatch")

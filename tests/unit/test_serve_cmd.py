@@ -50,3 +50,11 @@ def test_bench_workloads_takes_the_same_scheduling_flags(tmp_path) -> None:
     config = _deployment(args, tmp_path, args.chunk_tokens)
     assert (config.scheduling.dispatcher, config.scheduling.stream_interval_ms) == ("random", 50)
     assert config.chunk_tokens == 128
+
+
+@pytest.mark.parametrize("command", [["serve"], ["bench", "workloads"]])
+def test_chunk_tokens_must_be_positive(command: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*command, "--chunk-tokens", "0"])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err
