@@ -19,7 +19,7 @@ the worker side (in the worker process) runs them against the engine's cache ten
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     from vllm.v1.request import Request
 
 log = logging.getLogger(__name__)
+
+
+def _log_crash(save: Future) -> None:
+    """Nobody waits on a save: an error `_save` did not expect is logged here or never."""
+    if not save.cancelled() and save.exception() is not None:
+        log.error("KV save crashed; decode will recompute", exc_info=save.exception())
 
 
 @dataclass
@@ -229,7 +235,7 @@ class TetriserveConnector(KVConnectorBase_V1):
             blocks = torch.stack(layers, dim=1)  # [pages, layers, block numel], a copy
             if self._saver is None:
                 self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-save")
-            self._saver.submit(self._save, op, blocks)
+            self._saver.submit(self._save, op, blocks).add_done_callback(_log_crash)
 
     def _save(self, op: SaveOp, blocks: torch.Tensor) -> None:
         """The step's pages of one request, sealed, in one write (allocated by key); on the

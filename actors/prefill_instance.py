@@ -29,7 +29,7 @@ from actors.serving_engine import ServingEngine
 from actors.wire import delta_to_wire, handle_to_wire, load_from_wire, request_from_wire
 from cluster.config import SchedulingConfig
 from cluster.decode_dispatch import make_dispatcher
-from cluster.kv_pages import PageHandle, PageLayout, page_keys, tenant_id
+from cluster.kv_pages import PageHandle, PageKey, PageLayout, page_keys, tenant_id
 from cluster.kv_transfer import TransferParams
 from cluster.length_predictor import (
     LengthBuckets,
@@ -235,7 +235,7 @@ class PrefillInstance:
     def _whole(self, handle: PageHandle | None) -> bool:
         return handle is not None and handle.length >= self.layout.page_bytes
 
-    def _arrived(self, tenant: int, keys: list) -> list[PageHandle | None]:
+    def _arrived(self, tenant: int, keys: list[PageKey]) -> list[PageHandle | None]:
         """The keys' pages once all arrived whole, or as they are after `page_wait_s`."""
         deadline = time.monotonic() + self.page_wait_s
         pause, longest = PAGE_RETRY_S
