@@ -37,7 +37,7 @@ class EngineConfig(BaseModel):
     enforce_eager: bool = True
     seed: int = 0
     # How long vLLM's processes busy-poll their queues after the last message before they
-    # sleep (actors/vllm_busy_poll.py; vLLM's own default is 1000 ms); None keeps vLLM's.
+    # sleep (actors/engine/vllm_busy_poll.py; vLLM's own default is 1000 ms); None keeps vLLM's.
     busy_poll_ms: NonNegativeInt | None = 1
     # vLLM kv_transfer_config as a plain dict (KV connector for disaggregation).
     kv_transfer: dict | None = None

@@ -1,7 +1,7 @@
 """The errors a memory node's page store answers with (cluster/page_store.py re-exports them).
 
 Request path: MemoryNode actor -> PageStore / PageIndex raise these -> the switch turns each
-into a gRPC status (actors/switch_service.py). A failed request returns no bytes.
+into a gRPC status (actors/switch/switch_service.py). A failed request returns no bytes.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ expiry, pages pinned). `find` resolves keys; `apply` makes one `IndexUpdate` ato
 keys mapped to new pages, keys unmapped, keys that must still map to their pages (read
 only), and one lease set or ended. A change that contradicts the index fails as a whole.
 `KeyIndex` is the plain in-process index; a memory node injects one backed by a remote hash
-table with transactions (actors/storm_index.py). Every call returns its modelled latency (ns).
+table with transactions (fpga_models/storm/page_index.py). Every call returns its modelled
+latency (ns).
 """
 
 from __future__ import annotations

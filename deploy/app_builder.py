@@ -3,7 +3,7 @@
 Disaggregated (the default): memory nodes, a SuperNIC switch in front of them, the LoRA
 adapter store, serving instances that start in the prefill or the decode role (each a KV
 producer and consumer, so roles can flip), and the global scheduler. ChunkSize is the
-deployment's or, when it names none, profiled once (actors/chunk_profiler.py).
+deployment's or, when it names none, profiled once (actors/instances/chunk_profiler.py).
 Colocated: one engine instance runs whole requests. `app_from_args` is the Serve
 application builder that `serve run deploy/serve_config.yaml` calls.
 """
@@ -16,15 +16,15 @@ from typing import Any
 import ray
 from ray import serve
 
-from actors.adapter_store import LoRAAdapterStore
-from actors.chunk_profiler import chunk_tokens_for
-from actors.engine import resolve_device
-from actors.engine_instance import EngineInstance
-from actors.global_scheduler import GlobalScheduler
-from actors.memory_node import MemoryNode
-from actors.request_path import ColocatedPath, DisaggregatedPath
-from actors.serving_instance import ServingInstance
-from actors.supernic_switch import SuperNICSwitch
+from actors.adapters.adapter_store import LoRAAdapterStore
+from actors.engine.adapter import resolve_device
+from actors.instances.chunk_profiler import chunk_tokens_for
+from actors.instances.engine_instance import EngineInstance
+from actors.instances.serving_instance import ServingInstance
+from actors.memory.memory_node import MemoryNode
+from actors.request.request_path import ColocatedPath, DisaggregatedPath
+from actors.scheduler.global_scheduler import GlobalScheduler
+from actors.switch.supernic_switch import SuperNICSwitch
 from cluster.checkpoint import CheckpointInfo, inspect_checkpoint
 from cluster.config import DeploymentConfig, EngineConfig
 from cluster.instance_flip import Role
@@ -36,7 +36,7 @@ from deploy.prometheus_config import metrics_ports
 _DETACHED = False
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
-    "kv_connector_module_path": "actors.kv_connector",
+    "kv_connector_module_path": "actors.engine.kv_connector",
     "kv_load_failure_policy": "recompute",
 }
 

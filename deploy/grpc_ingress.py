@@ -2,7 +2,7 @@
 
 Client (metadata `application: tetriserve`) → Serve's gRPC proxy → `Generate` on the
 ingress replica, which checks the request by the same rules as `/v1/completions` → the
-request path (actors/request_path.py) → one `GenerateResponse` per token step, the last
+request path (actors/request/request_path.py) → one `GenerateResponse` per token step, the last
 with `finish_reason` set. A refusal ends the call with a gRPC status code instead of a 4xx:
 bad input INVALID_ARGUMENT, unknown model or adapter NOT_FOUND, over capacity
 RESOURCE_EXHAUSTED, a backend failure INTERNAL.

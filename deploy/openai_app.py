@@ -1,7 +1,7 @@
 """The front door: an OpenAI-compatible HTTP API served by Ray Serve.
 
 Client → this ingress (validate, tokenize, pick the adapter) → the request path
-(actors/request_path.py: scheduler, prefill, decode) → tokens back as JSON or server-sent
+(actors/request/request_path.py: scheduler, prefill, decode) → tokens back as JSON or server-sent
 events. Bad input is answered here with a 4xx and an
 OpenAI-style error body; nothing malformed travels further.
 """
@@ -19,8 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from ray import serve
 
-from actors.global_scheduler import Overloaded
-from actors.request_timer import RequestTimer
+from actors.request.request_timer import RequestTimer
+from actors.scheduler.global_scheduler import Overloaded
 from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
 from deploy.grpc_ingress import GrpcGeneration
 from deploy.openai_protocol import (

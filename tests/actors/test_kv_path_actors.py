@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import ray
 
-from actors.kv_client import KVClient, KVTransferError
-from actors.memory_node import MemoryNode
-from actors.supernic_switch import SuperNICSwitch
+from actors.kv.kv_client import KVClient, KVTransferError
+from actors.memory.memory_node import MemoryNode
+from actors.switch.supernic_switch import SuperNICSwitch
 from cluster.kv_pages import PageHandle, PageKey, page_keys, tenant_id
 
 pytestmark = pytest.mark.actors

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import ray
 
-from actors.kv_client import KVClient
-from actors.memory_node import MemoryNode
-from actors.supernic_switch import SuperNICSwitch
-from actors.switch_drf import FairShareConfig
+from actors.kv.kv_client import KVClient
+from actors.memory.memory_node import MemoryNode
+from actors.switch.supernic_switch import SuperNICSwitch
+from actors.switch.switch_drf import FairShareConfig
 from cluster.kv_pages import page_keys, tenant_id
 
 pytestmark = pytest.mark.actors

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.engine import EngineAdapter, UnknownAdapterError
+from actors.engine.adapter import EngineAdapter, UnknownAdapterError
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec
 from tests.support import plain_vllm

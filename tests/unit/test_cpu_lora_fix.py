@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from actors import vllm_cpu_lora_fix as fix
+from actors.engine import vllm_cpu_lora_fix as fix
 
 
 def test_rows_without_adapter_get_no_delta_and_others_their_own() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.switch_drf import FairShare, FairShareConfig, RateLimiter, switch_capacities
+from actors.switch.switch_drf import FairShare, FairShareConfig, RateLimiter, switch_capacities
 from fpga_models.supernic.params import SuperNICParams
 
 MB = 1e6

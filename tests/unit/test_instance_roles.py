@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.decode_instance import DecodeInstance
-from actors.prefill_instance import PrefillInstance
+from actors.instances.decode_instance import DecodeInstance
+from actors.instances.prefill_instance import PrefillInstance
 from actors.wire import request_to_wire
 from cluster.config import SchedulingConfig
 from cluster.kv_pages import PageHandle, PageLayout
@@ -266,7 +266,7 @@ def test_decode_admission_holds_what_does_not_fit_until_memory_frees() -> None:
 
 @pytest.mark.parametrize("interval_s", [0.0, 0.02])  # 0: what is already waiting goes together
 def test_decode_stream_coalesces_steps_but_sends_the_first_alone(interval_s: float) -> None:
-    from actors.decode_instance import coalesce
+    from actors.instances.decode_instance import coalesce
 
     resume = asyncio.Event()
 

@@ -8,8 +8,7 @@ import zlib
 
 import pytest
 
-from actors.clio_memory import ClioMemory
-from actors.storm_index import StormPageIndex
+from actors.memory.clio_memory import ClioMemory
 from cluster.kv_pages import PageKey, page_keys, tenant_id
 from cluster.page_index import KeyIndex
 from cluster.page_store import (
@@ -21,6 +20,7 @@ from cluster.page_store import (
     PageStore,
     UnmappedAddressError,
 )
+from fpga_models.storm.page_index import StormPageIndex
 
 PAGE = 64 * 1024
 ARENA = 1 << 20

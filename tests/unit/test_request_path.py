@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.request_path import _without_first_token
+from actors.request.request_path import _without_first_token
 from cluster.request import FinishReason, TokenDelta
 
 FIRST = TokenDelta("r", " spund", (41,), FinishReason.LENGTH, completion_tokens=1)

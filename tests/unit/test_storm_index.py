@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.storm_index import StormPageIndex, page_table_key
 from cluster.kv_pages import PageKey, page_keys, tenant_id
 from cluster.page_errors import IndexConflictError, OutOfMemoryError
 from cluster.page_index import IndexUpdate, KeyIndex, LeaseRecord
+from fpga_models.storm.page_index import StormPageIndex, page_table_key
 from fpga_models.storm.params import StormParams
 from fpga_models.storm.transactions import OccTransaction, Step
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from vllm.distributed.device_communicators import shm_broadcast
 
-from actors import vllm_busy_poll
-from actors.engine import engine_args
+from actors.engine import vllm_busy_poll
+from actors.engine.adapter import engine_args
 from cluster.config import EngineConfig
 
 VLLM_RECHECK_MS = 5000

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from actors import metrics
-from actors.adapter_store import materialize
-from actors.engine import EngineAdapter
+from actors.adapters.adapter_store import materialize
+from actors.engine.adapter import EngineAdapter
 from cluster.config import EngineConfig
 from cluster.placement import InstanceLoad
 from cluster.request import GenerationRequest, TokenDelta

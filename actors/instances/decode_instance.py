@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import metrics
-from actors.kv_client import KVClient, KVTransferError
-from actors.serving_engine import ServingEngine
+from actors.instances.serving_engine import ServingEngine
+from actors.kv.kv_client import KVClient, KVTransferError
 from actors.wire import delta_to_wire, handle_from_wire, request_from_wire
 from cluster.config import SchedulingConfig
 from cluster.decode_admission import Candidate, RunningDecode, make_admission

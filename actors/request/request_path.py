@@ -22,7 +22,7 @@ from typing import Any
 
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors.global_scheduler import Overloaded
+from actors.scheduler.global_scheduler import Overloaded
 from actors.wire import delta_from_wire, request_to_wire
 from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from tetriserve.v1 import generate_pb2, scheduling_pb2

@@ -31,7 +31,7 @@ from fpga_models.supernic.tasks import REPLICA, ChecksumMismatch
 from tetriserve.v1 import kv_pb2, kv_pb2_grpc, switch_pb2, switch_pb2_grpc
 
 if TYPE_CHECKING:
-    from actors.supernic_switch import SuperNICSwitch
+    from actors.switch.supernic_switch import SuperNICSwitch
 
 M = TypeVar("M", bound=Message)
 Code = grpc.StatusCode

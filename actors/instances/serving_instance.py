@@ -1,11 +1,11 @@
 """ServingInstance: one engine that serves in the prefill or the decode role, and can flip.
 
 Roles are virtual: the engine is both a KV producer and a KV consumer, the prefill role
-(actors/prefill_instance.py) and the decode role (actors/decode_instance.py) share it, and
-the role says only which work the global scheduler sends here. To flip, the scheduler
-stops routing to the instance, waits until its load report shows nothing in flight, then
-calls `set_role`, which refuses while any work remains: the model is never reloaded and no
-request is lost. Work that reaches an instance after it flipped is still served.
+(prefill_instance.py) and the decode role (decode_instance.py) share it, and the role says
+only which work the global scheduler sends here. To flip, the scheduler stops routing to the
+instance, waits until its load report shows nothing in flight, then calls `set_role`, which
+refuses while any work remains: the model is never reloaded and no request is lost. Work
+that reaches an instance after it flipped is still served.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from actors.decode_instance import DecodeInstance
-from actors.kv_client import KVClient
-from actors.prefill_instance import PrefillInstance
-from actors.serving_engine import ServingEngine
+from actors.instances.decode_instance import DecodeInstance
+from actors.instances.prefill_instance import PrefillInstance
+from actors.instances.serving_engine import ServingEngine
+from actors.kv.kv_client import KVClient
 from actors.wire import load_to_wire
 from cluster.config import EngineConfig, SchedulingConfig
 from cluster.instance_flip import Role

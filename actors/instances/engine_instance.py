@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from actors.engine import EngineAdapter, UnknownAdapterError
+from actors.engine.adapter import EngineAdapter, UnknownAdapterError
 from actors.wire import delta_to_wire, request_from_wire
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, TokenDelta

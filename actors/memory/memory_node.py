@@ -21,11 +21,11 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from actors.clio_memory import ClioMemory
-from actors.storm_index import StormPageIndex
+from actors.memory.clio_memory import ClioMemory
 from actors.wire import handle_to_wire, key_from_wire
 from cluster.page_index import PageIndex
 from cluster.page_store import Memory, PageStore
+from fpga_models.storm.page_index import StormPageIndex
 from tetriserve.v1 import kv_pb2
 
 M = TypeVar("M", bound=Message)

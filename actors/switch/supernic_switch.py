@@ -5,7 +5,7 @@ It serves the kv.proto `MemoryNode` service as a proxy and the switch.proto `Sup
 service (Transfer, Stats). Each operation goes to the memory node its request names (Alloc
 with no name: rendezvous hashing on the page's prefix hash). KV payloads pass a per-tenant
 wall-clock token bucket (over the rate a call waits, it is never dropped), the DRF fair share
-(actors/switch_drf.py: per-epoch allocations enforced by more token buckets) and the sNIC
+(actors/switch/switch_drf.py: per-epoch allocations enforced by more token buckets) and the sNIC
 model's network tasks, which transform the real bytes: checksum + zstd compression on entry,
 decompression + checksum verification before the bytes leave. A tenant whose payloads do not
 compress skips the compression NTs (one payload in `PROBE_EVERY` still tries). Bytes are
@@ -30,9 +30,9 @@ import grpc
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from actors.kv_client import CHANNEL_OPTIONS
-from actors.switch_drf import FairShare, FairShareConfig, RateLimiter
-from actors.switch_service import RoutingError, SwitchService
+from actors.kv.kv_client import CHANNEL_OPTIONS
+from actors.switch.switch_drf import FairShare, FairShareConfig, RateLimiter
+from actors.switch.switch_service import RoutingError, SwitchService
 from fpga_models.supernic.drf import dominant_share
 from fpga_models.supernic.switch import SuperNIC, TenantCounters, Transmission
 from tetriserve.v1 import kv_pb2_grpc, switch_pb2_grpc

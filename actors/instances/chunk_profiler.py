@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ray
 
-from actors.engine import EngineAdapter
+from actors.engine.adapter import EngineAdapter
 from cluster.chunking import find_knee, probe_sizes
 from cluster.config import EngineConfig
 from cluster.model_factory import tetriserve_home

@@ -1,11 +1,11 @@
 """The vLLM KV connector that moves a prompt's KV cache through memory nodes.
 
-Loaded by vLLM from `kv_transfer_config` (`kv_connector_module_path=actors.kv_connector`).
+Loaded by vLLM from `kv_transfer_config` (`kv_connector_module_path=actors.engine.kv_connector`).
 Prefill engine (produce): after each forward pass, every KV block that received prompt
 tokens in that pass is copied out and written whole, as one page (cluster/kv_pages.py),
 through the SuperNIC switch to a memory node, by a thread of its own: the engine goes on
 (its first token leaves) while the pages travel, in order. The prefill instance's lease
-waits for the pages it looks up (actors/prefill_instance.py). Decode engine (consume):
+waits for the pages it looks up (actors/instances/prefill_instance.py). Decode engine (consume):
 before the first forward pass of a request, its pages are read by handle (one-sided reads:
 no owner-side logic) and copied into the engine's blocks, so the engine computes only the
 last prompt token. A page that cannot be read is reported as a load error and vLLM
@@ -30,8 +30,8 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorRole,
 )
 
-from actors.kv_client import KVClient, KVTransferError
-from actors.kv_layout import extract_blocks, inject_blocks
+from actors.engine.kv_layout import extract_blocks, inject_blocks
+from actors.kv.kv_client import KVClient, KVTransferError
 from cluster.kv_pages import PageKey, open_page, page_keys, pages_touched, seal_page
 from cluster.kv_transfer import LoadOp, PageLoad, PageSave, SaveOp, TransferParams
 

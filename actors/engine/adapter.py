@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
+from actors.engine.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
 

@@ -24,8 +24,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from actors.kv_client import KVClient, KVTransferError
-from actors.serving_engine import ServingEngine
+from actors.instances.serving_engine import ServingEngine
+from actors.kv.kv_client import KVClient, KVTransferError
 from actors.wire import delta_to_wire, handle_to_wire, load_from_wire, request_from_wire
 from cluster.config import SchedulingConfig
 from cluster.decode_dispatch import make_dispatcher

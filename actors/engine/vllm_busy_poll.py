@@ -7,7 +7,7 @@ the Serve proxy, that second of polling after every request is CPU taken from wh
 runs next: the prefill engine's worker polls through the whole decode that follows it, and
 the decode engine's through the next request's prefill and KV transfer.
 
-The engine adapter (actors/engine.py) sets `TETRISERVE_VLLM_BUSY_POLL_MS` for the engines
+The engine adapter (actors/engine/adapter.py) sets `TETRISERVE_VLLM_BUSY_POLL_MS` for the engines
 it starts (EngineConfig.busy_poll_ms); this plugin, loaded in every vLLM process through the
 `vllm.general_plugins` entry point, makes that the readers' polling time. A sleeping reader
 is woken by a message on a PUB socket whose one-message high-water mark can drop a wake-up
