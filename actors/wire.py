@@ -41,6 +41,10 @@ def sampling_to_wire(spec: SamplingSpec) -> generate_pb2.SamplingParams:
         stop=list(spec.stop),
         ignore_eos=spec.ignore_eos,
         logprobs=spec.logprobs or 0,
+        min_tokens=spec.min_tokens,
+        frequency_penalty=spec.frequency_penalty,
+        presence_penalty=spec.presence_penalty,
+        repetition_penalty=spec.repetition_penalty,
     )
 
 
@@ -54,6 +58,10 @@ def sampling_from_wire(msg: generate_pb2.SamplingParams) -> SamplingSpec:
         stop=tuple(msg.stop),
         ignore_eos=msg.ignore_eos,
         logprobs=msg.logprobs or None,
+        min_tokens=msg.min_tokens,
+        frequency_penalty=msg.frequency_penalty,
+        presence_penalty=msg.presence_penalty,
+        repetition_penalty=msg.repetition_penalty or 1.0,
     )
 
 

@@ -7,7 +7,8 @@ with no live page left is dropped (its region goes back to the board), so board 
 with the pages actually stored. A page address carries its tenant's slot in its top bits, so
 `Spaces` finds the one space an address can belong to and refuses every other access. Pages are
 found by address (sorted starts); content keys are the page index's (cluster/page_index.py).
-A lease pins pages for one KV handoff until it is released or expires.
+A lease pins pages for one KV handoff until it is released or expires; a page that several
+leases pin (concurrent requests for one prompt) is freed when the last of them ends.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Page:
     offset: int
     crc: int | None = None  # CRC-32 of the last whole-page write
     live: bool = True
+    pins: int = 0  # leases holding the page: concurrent requests for one prompt share it
     filled: int = 0  # bytes written without a gap from the start of the page
     pending: list[tuple[int, int]] = field(default_factory=list)  # ranges written past a gap
 
@@ -175,7 +177,11 @@ class Leases:
     def grant(self, lease_id: str, tenant: int, pages: list[Page], expires_at: float) -> Lease:
         lease = self.active.setdefault(lease_id, Lease(tenant, [], expires_at))
         held = {id(page) for page in lease.pages}
-        lease.pages.extend(page for page in pages if id(page) not in held)
+        for page in pages:
+            if id(page) not in held:
+                held.add(id(page))
+                page.pins += 1
+                lease.pages.append(page)
         lease.expires_at = max(lease.expires_at, expires_at)
         heapq.heappush(self._heap, (lease.expires_at, lease_id))
         return lease

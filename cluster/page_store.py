@@ -237,9 +237,12 @@ class PageStore:
         return self.memory.free_region(tenant, emptied.base)
 
     def _end(self, lease_id: str, lease: Lease) -> int:
-        live = [page for page in lease.pages if page.live]
-        self._release(lease.tenant, live, lease_id)
-        return len(live)
+        """Unpins the lease's pages; frees those that no other lease holds."""
+        for page in lease.pages:
+            page.pins -= 1
+        unpinned = [page for page in lease.pages if page.live and page.pins == 0]
+        self._release(lease.tenant, unpinned, lease_id)
+        return len(unpinned)
 
     def _handle(self, tenant: int, page: Page) -> PageHandle:
         return PageHandle(page.key, self.node, tenant, page.va, page.length, page.crc or 0)

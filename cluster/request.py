@@ -22,6 +22,10 @@ class FinishReason(enum.StrEnum):
     ERROR = "error"
 
 
+# Seeds live in [0, 2**63): the continuation's seed is derived inside the same range.
+SEED_LIMIT = 1 << 63
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingSpec:
     """Sampling settings, validated at the front door. Greedy by default."""
@@ -34,6 +38,27 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     logprobs: int | None = None
+    min_tokens: int = 0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+
+    def continued(self, generated: int) -> SamplingSpec:
+        """The sampling of what is left once `generated` tokens were made elsewhere (the
+        prefill's first token): fewer tokens to go, and a seeded request's own seed moved
+        on, so that the rest does not replay the random draws of its first tokens."""
+        seed = None if self.seed is None else (self.seed + generated) % SEED_LIMIT
+        return dataclasses.replace(
+            self,
+            max_tokens=self.max_tokens - generated,
+            min_tokens=max(self.min_tokens - generated, 0),
+            seed=seed,
+        )
+
+    @property
+    def penalises_output(self) -> bool:
+        """Frequency or presence penalties: they count the tokens generated so far."""
+        return self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +75,15 @@ class GenerationRequest:
     @property
     def model_name(self) -> str:
         return f"{BASE_MODEL_NAME}:{self.adapter}" if self.adapter else BASE_MODEL_NAME
+
+    def continued(self, generated: Sequence[int]) -> GenerationRequest:
+        """The rest of this request once `generated` tokens were made elsewhere: they
+        follow the prompt, and fewer tokens are left to make."""
+        return dataclasses.replace(
+            self,
+            prompt_token_ids=self.prompt_token_ids + tuple(generated),
+            sampling=self.sampling.continued(len(generated)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

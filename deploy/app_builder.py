@@ -85,7 +85,7 @@ def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> Col
     adapters = {name: info.path for name, info in checkpoint.adapters.items()}
     instance = _actor(EngineInstance, "engine-0").remote(engine, adapters)
     ray.get(instance.ready.remote())
-    return ColocatedPath(instance)
+    return ColocatedPath(instance, str(checkpoint.model_dir))
 
 
 def chunk_tokens(config: DeploymentConfig, checkpoint: CheckpointInfo) -> int:
@@ -147,7 +147,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         metrics_port=ports.get("global-scheduler"),
         flip_idle_rounds=scheduling.flip_idle_rounds if scheduling.flip else None,
     )
-    return DisaggregatedPath(scheduler, instances)
+    return DisaggregatedPath(scheduler, instances, str(checkpoint.model_dir))
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:

@@ -50,6 +50,8 @@ def completion_payload(msg: generate_pb2.GenerateRequest) -> dict[str, Any]:
         "top_p": sampling.top_p,
         "top_k": sampling.top_k,
         "logprobs": sampling.logprobs,
+        "min_tokens": sampling.min_tokens,
+        "repetition_penalty": sampling.repetition_penalty,
     }
     return {key: value for key, value in given.items() if value} | {
         "prompt": msg.prompt or list(msg.prompt_token_ids),
@@ -57,6 +59,8 @@ def completion_payload(msg: generate_pb2.GenerateRequest) -> dict[str, Any]:
         "seed": sampling.seed if sampling.has_seed else None,
         "stop": list(sampling.stop),
         "ignore_eos": sampling.ignore_eos,
+        "frequency_penalty": sampling.frequency_penalty,
+        "presence_penalty": sampling.presence_penalty,
     }
 
 

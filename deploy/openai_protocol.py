@@ -72,6 +72,18 @@ class _SamplingFields(BaseModel):
     logprobs: int | bool | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+    # vLLM's ranges: the same values are refused with a 400 there.
+    min_tokens: int = Field(default=0, ge=0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
+    repetition_penalty: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None and "" in ([value] if isinstance(value, str) else value):
+            raise ValueError("stop strings must not be empty")
+        return value
 
     @field_validator("logprobs")
     @classmethod
@@ -85,6 +97,13 @@ class _SamplingFields(BaseModel):
         return bool((self.stream_options or {}).get("include_usage"))
 
     def sampling(self, max_tokens: int) -> SamplingSpec:
+        """The request's sampling once its token budget is known; refuses a `min_tokens`
+        above it, as vLLM does."""
+        if self.min_tokens > max_tokens:
+            raise bad_request(
+                f"min_tokens ({self.min_tokens}) must be at most max_tokens ({max_tokens})",
+                "min_tokens",
+            )
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return SamplingSpec(
             max_tokens=max_tokens,
@@ -94,6 +113,10 @@ class _SamplingFields(BaseModel):
             seed=self.seed,
             stop=stop,
             ignore_eos=self.ignore_eos,
+            min_tokens=self.min_tokens,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            repetition_penalty=self.repetition_penalty,
         )
 
 

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors.engine.prior_output_penalties import PRIOR_OUTPUT, penalties_args
+from actors.engine.prior_output_penalties import QUALNAME as PRIOR_OUTPUT_PENALTIES
 from actors.engine.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
@@ -56,6 +58,7 @@ def engine_args(config: EngineConfig) -> dict:
         "seed": config.seed,
         "enable_lora": config.enable_lora,
         "disable_log_stats": False,
+        "logits_processors": [PRIOR_OUTPUT_PENALTIES],
     }
     if config.max_num_batched_tokens is not None:
         args["max_num_batched_tokens"] = config.max_num_batched_tokens
@@ -77,21 +80,41 @@ def engine_args(config: EngineConfig) -> dict:
     return args
 
 
-def vllm_sampling_params(spec: SamplingSpec, kv_transfer_params: dict | None = None):
+def vllm_sampling_params(
+    spec: SamplingSpec, kv_transfer_params: dict | None = None, prior_output: int = 0
+):
+    """vLLM's sampling parameters for `spec`. Engines return token ids only: the request's
+    owner turns them into text and checks stop strings over the whole output, whichever
+    engine made each token. `prior_output`: how many of the prompt's last tokens are output
+    generated elsewhere; frequency and presence penalties then go through the
+    PriorOutputPenalties logits processor, which counts them as vLLM counts output."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
+    extra: dict = {}
+    if kv_transfer_params:
+        extra["kv_transfer_params"] = kv_transfer_params
+    penalties = {
+        "frequency_penalty": spec.frequency_penalty,
+        "presence_penalty": spec.presence_penalty,
+        "repetition_penalty": spec.repetition_penalty,
+    }
+    if prior_output and spec.penalises_output:
+        extra[PRIOR_OUTPUT] = penalties_args(prior_output, *penalties.values())
+        penalties = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "repetition_penalty": 1.0}
     return SamplingParams(
         max_tokens=spec.max_tokens,
+        min_tokens=spec.min_tokens,
         temperature=spec.temperature,
         top_p=spec.top_p,
         top_k=spec.top_k if spec.top_k > 0 else 0,
         seed=spec.seed,
-        stop=list(spec.stop) or None,
         ignore_eos=spec.ignore_eos,
         logprobs=spec.logprobs,
+        detokenize=False,
         output_kind=RequestOutputKind.DELTA,
-        extra_args={"kv_transfer_params": kv_transfer_params} if kv_transfer_params else None,
+        extra_args=extra or None,
+        **penalties,
     )
 
 
@@ -131,11 +154,16 @@ class EngineAdapter:
         return self._engine.get_tokenizer().encode(text)
 
     async def generate(
-        self, request: GenerationRequest, kv_transfer_params: dict | None = None
+        self,
+        request: GenerationRequest,
+        kv_transfer_params: dict | None = None,
+        prior_output: int = 0,
     ) -> AsyncIterator[TokenDelta]:
-        """Streams the request's output; the last delta carries the finish reason.
+        """Streams the request's output token ids; the last delta carries the finish reason.
 
-        `kv_transfer_params` instructs the engine's KV connector (produce or consume KV).
+        `kv_transfer_params` instructs the engine's KV connector (produce or consume KV);
+        `prior_output` says how many of the prompt's last tokens are output tokens that
+        another engine generated (see `vllm_sampling_params`).
         """
         lora = self._lora_request(request.adapter)
         if request.prompt_token_ids:
@@ -143,7 +171,7 @@ class EngineAdapter:
         else:
             prompt = {"prompt": request.prompt}
         completion_tokens = 0
-        params = vllm_sampling_params(request.sampling, kv_transfer_params)
+        params = vllm_sampling_params(request.sampling, kv_transfer_params, prior_output)
         async for output in self._engine.generate(
             prompt, params, request.request_id, lora_request=lora
         ):
@@ -154,7 +182,7 @@ class EngineAdapter:
                 finish = FinishReason.ERROR
             yield TokenDelta(
                 request_id=request.request_id,
-                text=step.text,
+                text="",  # the request's owner detokenizes (`vllm_sampling_params`)
                 token_ids=tuple(step.token_ids),
                 finish_reason=finish,
                 prompt_tokens=len(output.prompt_token_ids or ()),

@@ -2,8 +2,10 @@
 
 DecodeTask in → decode admission (greedy, reserve-static or reserve-dynamic, over the
 predicted output lengths of the decodes already running) holds it until its KV fits → the
-engine consumes the lease's pages (its KV connector reads them by handle and computes only
-the last prompt token) → tokens stream out as GenerateResponse messages → the lease is
+engine continues from the prompt and the prefill's first token: its KV connector reads the
+KV of every prompt token from the lease's pages, so the engine computes only the first
+token's (`GenerationRequest.continued`: fewer tokens left, penalties still counting the
+first token) → token ids stream out as GenerateResponse messages → the lease is
 released as soon as the KV is in the engine. Counters say how many prompt tokens arrived as
 KV rather than being recomputed; the load report says how many running decodes are heavy.
 """
@@ -72,7 +74,8 @@ class DecodeInstance:
 
     async def decode(self, task_bytes: bytes) -> AsyncIterator[bytes]:
         task = scheduling_pb2.DecodeTask.FromString(task_bytes)
-        request = request_from_wire(task.request)
+        prior = tuple(task.prefill_output_token_ids)
+        request = request_from_wire(task.request).continued(prior)
         lease = task.lease
         consume = TransferParams(
             "consume",
@@ -85,7 +88,7 @@ class DecodeInstance:
         released = not lease.lease_id
         try:
             decoding = await self._admit(request.request_id, task)
-            steps = self.serving.generate(request, consume.to_kv_transfer_params())
+            steps = self.serving.generate(request, consume.to_kv_transfer_params(), len(prior))
             async for delta in coalesce(steps, self.stream_interval_s):
                 decoding.generated += len(delta.token_ids)
                 if not released:

@@ -5,8 +5,9 @@ batches of PrefillSchedBatch) → it is released to the engine when less than tw
 prompt tokens are in flight there; the engine, whose token budget per forward pass is
 ChunkSize, packs released prompts into ChunkSize chunks in release order (long prompts
 split, short ones merged) and never decodes here (the prefill step ends at its first token)
-→ the KV connector writes the KV of all prompt tokens but the last into memory-node pages,
-from a thread of its own → the first token goes out at once → the pages that arrived whole
+→ the KV connector writes the KV of every prompt token into memory-node pages, from a
+thread of its own → the first token goes out at once, whatever the sampling mode, since
+the decode side continues from it → the pages that arrived whole
 are pinned under a lease (looked up again, backing off, until every page is there or
 `page_wait_s` has passed) → the length predictor guesses the output length and the decode
 dispatcher picks a decode instance → DecodeTask out. A page that did not arrive ends the
@@ -16,6 +17,7 @@ lease early; the decode side then recomputes from there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -52,6 +54,10 @@ PAGE_RETRY_S = (0.002, 0.02)
 # one being computed and one ready, so the engine never idles between chunks.
 CHUNKS_IN_ENGINE = 2
 log = logging.getLogger(__name__)
+
+
+def _event(**kind: object) -> bytes:
+    return scheduling_pb2.PrefillEvent(**kind).SerializeToString()
 
 
 class NoDecodeInstance(RuntimeError):
@@ -102,30 +108,41 @@ class PrefillInstance:
         return self.serving.load(waiting_outside=len(self.queue))
 
     async def prefill(self, task_bytes: bytes) -> AsyncIterator[bytes]:
-        """Two messages: the first token (a GenerateResponse, finished unless a decode
-        follows) as soon as the engine made it, then the DecodeTask with its lease."""
+        """PrefillEvent messages: started, the first token as soon as the engine sampled it
+        (finished only when it ends the request), then the DecodeTask with its lease."""
         task = scheduling_pb2.PrefillTask.FromString(task_bytes)
         request = request_from_wire(task.request)
         prompt = list(request.prompt_token_ids)
         tenant = tenant_id(self.model_id, request.adapter)
         await self._wait_turn(request.request_id, len(prompt))
         try:
+            yield _event(started=scheduling_pb2.PrefillStarted())
             first = await self._first_step(request, tenant, prompt)
         finally:
             self.released_tokens -= len(prompt)
             self._release_queued()
-        # The first step was the whole answer when it hit max_tokens or a stop condition.
-        decodes = request.sampling.max_tokens > 1 and first.finish_reason is not FinishReason.STOP
-        shown = dataclasses.replace(first, finish_reason=None) if decodes else first
-        yield delta_to_wire(shown).SerializeToString()
+        # The step stops at one token; the request ends there only at its own limit or when
+        # the engine ended it (end of sequence, an error).
+        ends = request.sampling.max_tokens == 1 or first.finish_reason is not FinishReason.LENGTH
+        shown = first if ends else dataclasses.replace(first, finish_reason=None)
+        yield _event(first_token=delta_to_wire(shown))
         decode_task = scheduling_pb2.DecodeTask(
-            request=task.request, decision=task.decision, prompt_token_ids=prompt
+            request=task.request,
+            decision=task.decision,
+            prompt_token_ids=prompt,
+            prefill_output_token_ids=first.token_ids,
         )
-        if decodes:
+        if not ends:
             self._dispatch(decode_task.decision, request, prompt)
             lease = await asyncio.to_thread(self._lease, request, tenant, prompt)
             decode_task.lease.CopyFrom(lease)
-        yield decode_task.SerializeToString()
+        yield _event(decode_task=decode_task)
+
+    def release_lease(self, lease_id: str) -> None:
+        """A lease the request's owner no longer needs (its output ended with the first
+        token); a lease that cannot be released expires on its memory nodes."""
+        with contextlib.suppress(KVTransferError):
+            self.kv.release_lease(lease_id)
 
     async def observe(self, prompt: list[int], output_tokens: int) -> None:
         """A finished request's true output length: the predictor learns from it.
@@ -164,10 +181,13 @@ class PrefillInstance:
     async def _first_step(
         self, request: GenerationRequest, tenant: int, prompt: list[int]
     ) -> TokenDelta:
+        """The prompt through the engine, up to its first token; the KV of every prompt
+        token goes to memory-node pages."""
         produce = TransferParams(
-            "produce", tenant, len(prompt) - 1, self.model_id, request.adapter or ""
+            "produce", tenant, len(prompt), self.model_id, request.adapter or ""
         )
-        first_step = dataclasses.replace(request.sampling, max_tokens=1)
+        spec = request.sampling
+        first_step = dataclasses.replace(spec, max_tokens=1, min_tokens=min(spec.min_tokens, 1))
         step_request = dataclasses.replace(request, sampling=first_step)
         first = None
         async for delta in self.serving.generate(step_request, produce.to_kv_transfer_params()):
@@ -209,8 +229,8 @@ class PrefillInstance:
 
         Every page is written whole and says in its trailer how many tokens it holds, so
         the decode side checks that a page it reads is complete enough for its needs."""
-        count = len(prompt) - 1
-        keys = page_keys(self.model_id, request.adapter, prompt[:count], self.layout.block_size)
+        count = len(prompt)
+        keys = page_keys(self.model_id, request.adapter, prompt, self.layout.block_size)
         lease = kv_pb2.KVLease(lease_id=uuid.uuid4().hex, request_id=request.request_id)
         try:
             handles = self._arrived(tenant, keys)

@@ -54,14 +54,17 @@ class ServingEngine:
             self.engine.add_adapter(name, materialize(reply, self._adapter_root))
 
     async def generate(
-        self, request: GenerationRequest, kv_transfer_params: dict | None = None
+        self,
+        request: GenerationRequest,
+        kv_transfer_params: dict | None = None,
+        prior_output: int = 0,
     ) -> AsyncIterator[TokenDelta]:
         await self._ensure_adapter(request.adapter)
         if self.running == 0:
             self._busy_since = time.monotonic()
         self.running += 1
         try:
-            async for delta in self.engine.generate(request, kv_transfer_params):
+            async for delta in self.engine.generate(request, kv_transfer_params, prior_output):
                 yield delta
         finally:
             self.running -= 1

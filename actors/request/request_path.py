@@ -1,14 +1,18 @@
-"""The route a request takes behind the front door, as the ingress sees it.
+"""The route a request takes behind the front door, run by the request's one owner.
 
-`DisaggregatedPath`: GlobalScheduler.place → an instance's prefill streams the first token,
-then the decode task (KV in memory nodes under a lease, decode instance chosen) → another
-instance's decode streams the rest back. A greedy request's first token goes to the client
-as soon as the prefill made it, before its lease is taken; the decode side computes the same
-token again, and the path checks that it did before passing on the rest. When the
-request ends, its true output length goes back to the prefill instance's length predictor.
-A dead instance before the first token means another try on a fresh placement; after
-tokens were sent it ends the stream with an error: never a hang, never silent wrong text.
-`ColocatedPath`: one EngineInstance runs the whole request.
+`DisaggregatedPath.generate` owns a request from its placement to its last token, in the
+ingress replica that took it: GlobalScheduler.place → the prefill instance's stream
+(started; the first token, sampled by the prefill engine whatever the sampling mode, which
+goes to the client at once; the DecodeTask with the lease) → the decode instance's stream,
+which continues from the prompt and that first token. The request's state and every
+decision about it live in `cluster.request_lifecycle.RequestLife`; this module feeds it
+the streams' messages and carries out the actions it returns (dispatch, cancel a stream,
+release a lease, report the end). `OutputText` turns the engines' token ids into the
+client's text and ends the request at a stop string, wherever it falls.
+
+A prefill instance that dies before any token was sent means another placement; after
+that, an instance's death ends the stream with an error: never a hang, never wrong text.
+`ColocatedPath`: one EngineInstance runs the whole request, with the same output rules.
 
 Both expose `generate(request) -> AsyncIterator[TokenDelta]`; errors come out as a final
 delta with `finish_reason=ERROR` and `error` set, or as `Overloaded` before anything started.
@@ -16,134 +20,208 @@ delta with `finish_reason=ERROR` and `error` set, or as `Overloaded` before anyt
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from actors.request.output_text import OutputText, load_tokenizer
 from actors.scheduler.global_scheduler import Overloaded
 from actors.wire import delta_from_wire, request_to_wire
 from cluster.request import FinishReason, GenerationRequest, TokenDelta
+from cluster.request_lifecycle import (
+    Action,
+    CancelDecode,
+    CancelPrefill,
+    Dispatch,
+    LeftPrefill,
+    PlaceAgain,
+    ReleaseLease,
+    Report,
+    RequestLife,
+)
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 ATTEMPTS = 2
+log = logging.getLogger(__name__)
 
 
 def _failed(request_id: str, message: str) -> TokenDelta:
     return TokenDelta(request_id, "", (), FinishReason.ERROR, error=message)
 
 
-async def _next(call: Any) -> bytes:
-    """The next message of a streaming actor call."""
-    return await (await anext(call))
+def _reason(exc: Exception) -> str:
+    cause = getattr(exc, "cause", None)
+    return f"{type(cause or exc).__name__}: {cause or exc}"
 
 
-async def _stream(call: Any) -> AsyncIterator[TokenDelta]:
+async def _messages(call: Any) -> AsyncIterator[bytes]:
     async for ref in call:
-        yield delta_from_wire(generate_pb2.GenerateResponse.FromString(await ref))
+        yield await ref
 
 
 class ColocatedPath:
-    def __init__(self, instance: Any) -> None:
+    def __init__(self, instance: Any, model_dir: str) -> None:
         self.instance = instance
+        self.model_dir = model_dir
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        output = OutputText(load_tokenizer(self.model_dir), request)
         wire = request_to_wire(request).SerializeToString()
         call = self.instance.generate.options(num_returns="streaming").remote(wire)
+        engine_done = False
         try:
-            async for delta in _stream(call):
+            async for message in _messages(call):
+                step = delta_from_wire(generate_pb2.GenerateResponse.FromString(message))
+                engine_done = step.finished
+                delta = output.add(step)
                 yield delta
+                if delta.finished:
+                    break
         except (RayActorError, RayTaskError) as exc:
-            yield _failed(request.request_id, f"engine instance failed: {exc}")
+            engine_done = True
+            yield _failed(request.request_id, f"engine instance failed: {_reason(exc)}")
+        finally:
+            if not engine_done:  # a stop string, or the client went away
+                ray.cancel(call)
+
+
+class _Run:
+    """One request under way: its life, its output, its open streaming calls."""
+
+    def __init__(self, request: GenerationRequest, output: OutputText) -> None:
+        self.request = request
+        self.wire = request_to_wire(request)
+        self.life = RequestLife(request.request_id, max_attempts=ATTEMPTS)
+        self.output = output
+        self.calls: dict[str, Any] = {}  # instance -> its open streaming call
+        self.task: scheduling_pb2.DecodeTask | None = None
 
 
 class DisaggregatedPath:
-    def __init__(self, scheduler: Any, instances: dict[str, Any]) -> None:
+    def __init__(self, scheduler: Any, instances: dict[str, Any], model_dir: str) -> None:
         self.scheduler = scheduler
         self.instances = instances
+        self.model_dir = model_dir
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        wire = request_to_wire(request)
+        run = _Run(request, OutputText(load_tokenizer(self.model_dir), request))
         try:
-            for attempt in range(ATTEMPTS):
-                sent = 0
-                try:
-                    async for delta in self._attempt(wire):
-                        sent += 1
-                        yield delta
-                    return
-                except (RayActorError, RayTaskError) as exc:
-                    if sent or attempt == ATTEMPTS - 1:
-                        yield _failed(
-                            request.request_id, f"serving instance failed: {_reason(exc)}"
-                        )
-                        return
+            await self._place(run)  # Overloaded goes to the front door: nothing started
+            async for delta in self._prefill(run):
+                yield delta
+            if run.life.decode_instance is not None and not run.life.finished:
+                async for delta in self._decode(run):
+                    yield delta
+            if run.life.error:
+                yield _failed(request.request_id, run.life.error)
         finally:
-            self.scheduler.finished.remote(request.request_id)
+            await self._carry_out(run, run.life.close())
 
-    async def _attempt(self, wire: generate_pb2.GenerateRequest) -> AsyncIterator[TokenDelta]:
+    async def _place(self, run: _Run) -> None:
         try:
-            decision_bytes = await self.scheduler.place.remote(wire.SerializeToString())
+            decision = await self.scheduler.place.remote(run.wire.SerializeToString())
         except RayTaskError as exc:
             if isinstance(exc.cause, Overloaded):
                 raise exc.cause from None
             raise
-        decision = scheduling_pb2.DispatchDecision.FromString(decision_bytes)
-        task = scheduling_pb2.PrefillTask(request=wire, decision=decision)
-        prefill = self.instances[decision.prefill_instance]
-        early = wire.sampling.temperature == 0.0  # greedy: the decode side repeats this token
-        messages = prefill.prefill.options(num_returns="streaming").remote(task.SerializeToString())
+        chosen = scheduling_pb2.DispatchDecision.FromString(decision).prefill_instance
+        await self._carry_out(run, run.life.placed(chosen))
+        task = scheduling_pb2.PrefillTask(
+            request=run.wire, decision=scheduling_pb2.DispatchDecision.FromString(decision)
+        )
+        prefill = self.instances[chosen].prefill.options(num_returns="streaming")
+        run.calls[chosen] = prefill.remote(task.SerializeToString())
+
+    async def _prefill(self, run: _Run) -> AsyncIterator[TokenDelta]:
+        """The prefill stream, placed again while its instance dies before any token."""
+        while run.life.prefill_open:
+            instance = run.life.prefill_instance
+            assert instance is not None
+            try:
+                async for message in _messages(run.calls[instance]):
+                    delta = await self._on_prefill_event(run, message)
+                    if delta is not None:
+                        yield delta
+                run.calls.pop(instance, None)
+                if run.life.prefill_open:
+                    await self._carry_out(run, run.life.fail("the prefill stream ended early"))
+            except (RayActorError, RayTaskError) as exc:
+                run.calls.pop(instance, None)
+                actions = run.life.instance_lost(instance, f"prefill failed: {_reason(exc)}")
+                await self._carry_out(run, actions)
+                if any(isinstance(action, PlaceAgain) for action in actions):
+                    await self._place(run)
+
+    async def _on_prefill_event(self, run: _Run, message: bytes) -> TokenDelta | None:
+        event = scheduling_pb2.PrefillEvent.FromString(message)
+        kind = event.WhichOneof("event")
+        if kind == "started":
+            await self._carry_out(run, run.life.prefill_started())
+            return None
+        if kind == "first_token":
+            delta = run.output.add(delta_from_wire(event.first_token))
+            await self._carry_out(run, run.life.first_token(len(delta.token_ids)))
+            if run.output.finished:
+                await self._carry_out(run, run.life.finish(delta.finish_reason))
+            return delta
+        run.task = event.decode_task
+        decision = run.task.decision
+        await self._carry_out(
+            run, run.life.decode_task(run.task.lease.lease_id, decision.decode_instance)
+        )
+        return None
+
+    async def _decode(self, run: _Run) -> AsyncIterator[TokenDelta]:
+        instance = run.life.decode_instance
+        assert instance is not None
         try:
-            first = delta_from_wire(generate_pb2.GenerateResponse.FromString(await _next(messages)))
-            if early or first.finished:
-                yield first
-            decode_task_bytes = await _next(messages)
-        finally:
-            self.scheduler.prefilled.remote(wire.request_id)
-        decode_task = scheduling_pb2.DecodeTask.FromString(decode_task_bytes)
-        if not decode_task.decision.decode_instance:
-            self._observe(prefill, decode_task, first.completion_tokens)
-            return
-        decode = self.instances[decode_task.decision.decode_instance]
-        call = decode.decode.options(num_returns="streaming").remote(decode_task_bytes)
-        last, repeated = first, not early
-        async for delta in _stream(call):
-            last = delta
-            if not repeated:
-                repeated = True
-                delta = _without_first_token(delta, first)
-                if delta.finish_reason is FinishReason.ERROR:
-                    yield delta
+            async for message in _messages(run.calls[instance]):
+                step = delta_from_wire(generate_pb2.GenerateResponse.FromString(message))
+                if step.finished:
+                    await self._carry_out(run, run.life.decode_ended())
+                if step.error:
+                    await self._carry_out(run, run.life.fail(step.error))
                     return
-                if not delta.token_ids and delta.finish_reason is None:
-                    continue
-            yield delta
-        if last.finish_reason not in (None, FinishReason.ERROR):
-            self._observe(prefill, decode_task, last.completion_tokens)
+                delta = run.output.add(step)
+                await self._carry_out(run, run.life.tokens(len(delta.token_ids)))
+                if run.output.finished:
+                    await self._carry_out(run, run.life.finish(delta.finish_reason))
+                if delta.token_ids or delta.finished:
+                    yield delta
+                if delta.finished:
+                    return
+            await self._carry_out(run, run.life.decode_ended())
+            await self._carry_out(run, run.life.fail("the decode stream ended before its end"))
+        except (RayActorError, RayTaskError) as exc:
+            actions = run.life.instance_lost(instance, f"decode failed: {_reason(exc)}")
+            await self._carry_out(run, actions)
 
-    @staticmethod
-    def _observe(prefill: Any, task: scheduling_pb2.DecodeTask, output_tokens: int) -> None:
-        """The finished request's true output length, for the prefill's length predictor."""
-        prefill.observe.remote(list(task.prompt_token_ids), output_tokens)
-
-
-def _without_first_token(delta: TokenDelta, first: TokenDelta) -> TokenDelta:
-    """The decode side's first delta minus the token the prefill already sent.
-
-    The engine may have merged several steps into that delta; the prefill's first token and
-    its text lead it when both engines agree (the same detokenizer state gives the same
-    text), which is checked: a disagreement ends the request with an error, never wrong text.
-    """
-    if delta.finish_reason is FinishReason.ERROR:
-        return delta
-    if delta.token_ids[:1] != first.token_ids[:1] or not delta.text.startswith(first.text):
-        return _failed(delta.request_id, "decode disagreed with the prefill's first token")
-    return dataclasses.replace(
-        delta, text=delta.text[len(first.text) :], token_ids=delta.token_ids[1:]
-    )
-
-
-def _reason(exc: Exception) -> str:
-    cause = getattr(exc, "cause", None)
-    return f"{type(cause or exc).__name__}: {cause or exc}"
+    async def _carry_out(self, run: _Run, actions: list[Action]) -> None:
+        """The I/O behind the life's decisions."""
+        for action in actions:
+            match action:
+                case Dispatch(instance):
+                    assert run.task is not None
+                    decode = self.instances[instance].decode.options(num_returns="streaming")
+                    run.calls[instance] = decode.remote(run.task.SerializeToString())
+                case CancelPrefill(instance) | CancelDecode(instance):
+                    call = run.calls.pop(instance, None)
+                    if call is not None:
+                        ray.cancel(call)
+                case ReleaseLease(lease_id):
+                    prefill = run.life.prefill_instance
+                    if prefill is not None:
+                        self.instances[prefill].release_lease.remote(lease_id)
+                case Report(reason, tokens, prefill):
+                    self.scheduler.finished.remote(run.request.request_id)
+                    ran_to_end = reason in (FinishReason.LENGTH, FinishReason.STOP)
+                    if ran_to_end and prefill is not None:
+                        prompt = list(run.request.prompt_token_ids)
+                        self.instances[prefill].observe.remote(prompt, tokens)
+                case LeftPrefill():
+                    self.scheduler.prefilled.remote(run.request.request_id)
+                case PlaceAgain():
+                    pass  # the prefill loop places again

@@ -1,10 +1,14 @@
 """The disaggregated path serves exactly what one plain vLLM engine serves.
 
 Prefill instance → KV pages through the SuperNIC switch into a memory node → decode
-instance, on the tiny model: greedy text equals plain vLLM token for token for 30 prompts of
-mixed lengths (shorter than a KV block, several blocks, longer than a prefill chunk), with
-and without adapters; the decode side reads the prompt's KV instead of recomputing it;
-adapters never share KV; vLLM's own benchmark client finishes 100 requests with no failure.
+instance, on the tiny model. The prefill engine samples the first token, which the decode
+engine continues from with the KV of every prompt token read, not recomputed. Greedy text,
+finish reason and token count equal plain vLLM's for prompts of mixed lengths (shorter than
+a KV block, several blocks, longer than a prefill chunk), with and without adapters, with
+stop strings (one may end the output at the first token) and penalties (which count the
+first token as output), and for a hundred concurrent requests; a seeded sampled request
+gives the same text every run; adapters never share KV; vLLM's own benchmark client
+finishes 100 requests with no failure.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,26 +38,78 @@ CHUNK_TOKENS = 128
 ADAPTERS = (None, "r8", "r32")
 WORDS = ["serve", "prefill", "decode", "memory", "switch", "page", "token", "adapter"]
 WORDS += ["chunk", "lease", "node"]
+NO_PENALTIES = (0.0, 0.0, 1.0)
 
 
-def make_prompts(count: int, seed: int = 7) -> list[tuple[str, str | None, int]]:
-    """(prompt, adapter, max_tokens) triples; word counts from 2 to ~300."""
+@dataclass(frozen=True)
+class Case:
+    """One greedy request; `penalties` are (frequency, presence, repetition)."""
+
+    prompt: str
+    adapter: str | None
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    penalties: tuple[float, float, float] = NO_PENALTIES
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finish_reason: str
+    completion_tokens: int
+
+
+def make_prompts(count: int, seed: int = 7) -> list[Case]:
+    """Word counts from 2 to ~300, adapters in turn, 1, 8 or 16 tokens."""
     rng = random.Random(seed)
     lengths = [2, 5, 20, 31, 40, 70, 120, 200, 300, 150]
     cases = []
     for i in range(count):
         words = [rng.choice(WORDS) for _ in range(lengths[i % len(lengths)])]
-        cases.append((" ".join(words), ADAPTERS[i % len(ADAPTERS)], (1, 8, 16)[i % 3]))
+        cases.append(Case(" ".join(words), ADAPTERS[i % len(ADAPTERS)], (1, 8, 16)[i % 3]))
     return cases
 
 
+def isolation_cases() -> list[Case]:
+    prompt = " ".join(WORDS * 6)
+    return [Case(prompt, "r8", 12), Case(prompt, "r32", 12)]
+
+
+def stop_and_penalty_cases() -> list[Case]:
+    """Stop strings that may end the output at its first token or later, and penalties that
+    must count the prefill's first token as output, with the same prompts unpenalised."""
+    base = make_prompts(12, seed=11)
+    stops = [("e",), ("a", "o"), (" s",), ("in",), ("zz",), ("t",)]
+    penalties = [(1.5, 0.0, 1.0), (0.0, 1.2, 1.0), (0.8, 0.5, 1.3), (-0.5, 0.0, 1.0)]
+    cases = [Case(c.prompt, c.adapter, 16, stop=stops[i % len(stops)]) for i, c in enumerate(base)]
+    cases += [
+        Case(c.prompt, c.adapter, 16, penalties=penalties[i % len(penalties)])
+        for i, c in enumerate(base)
+    ]
+    return cases + [Case(c.prompt, c.adapter, 16) for c in base]
+
+
+def handoff_cases() -> list[Case]:
+    """A hundred requests of 2 to 24 tokens: every one hands its first token over."""
+    rng = random.Random(5)
+    return [
+        Case(
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 60))),
+            (None, "r8")[i % 2],
+            rng.randint(2, 24),
+        )
+        for i in range(100)
+    ]
+
+
 @pytest.fixture(scope="module")
-def reference(tiny_model: Path) -> dict[tuple[str, str | None, int], str]:
+def reference(tiny_model: Path) -> dict[Case, Answer]:
     """Greedy completions from one plain vLLM engine."""
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
     cases = make_prompts(30) + isolation_cases() + make_prompts(9, seed=99)
+    cases += stop_and_penalty_cases() + handoff_cases()
     llm = plain_vllm(tiny_model)
     try:
         loras = {
@@ -60,23 +118,31 @@ def reference(tiny_model: Path) -> dict[tuple[str, str | None, int], str]:
         }
         # One batch per adapter: this vLLM build on CPU corrupts base-model rows that share
         # a batch with LoRA rows, so a mixed batch would not be a trustworthy oracle.
-        texts = {}
+        answers = {}
         for adapter in ADAPTERS:
-            group = [case for case in cases if case[1] == adapter]
+            group = list(dict.fromkeys(case for case in cases if case.adapter == adapter))
+            params = [
+                SamplingParams(
+                    max_tokens=case.max_tokens,
+                    temperature=0.0,
+                    stop=list(case.stop) or None,
+                    frequency_penalty=case.penalties[0],
+                    presence_penalty=case.penalties[1],
+                    repetition_penalty=case.penalties[2],
+                )
+                for case in group
+            ]
             outputs = llm.generate(
-                [prompt for prompt, _, _ in group],
-                [SamplingParams(max_tokens=n, temperature=0.0) for _, _, n in group],
+                [case.prompt for case in group],
+                params,
                 lora_request=loras.get(adapter) if adapter else None,
             )
-            texts |= {case: out.outputs[0].text for case, out in zip(group, outputs, strict=True)}
-        return texts
+            for case, out in zip(group, outputs, strict=True):
+                done = out.outputs[0]
+                answers[case] = Answer(done.text, done.finish_reason, len(done.token_ids))
+        return answers
     finally:
         llm.llm_engine.engine_core.shutdown()
-
-
-def isolation_cases() -> list[tuple[str, str | None, int]]:
-    prompt = " ".join(WORDS * 6)
-    return [(prompt, "r8", 12), (prompt, "r32", 12)]
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +162,34 @@ def client(server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
 
 
-def complete(client: openai.OpenAI, case: tuple[str, str | None, int]) -> str:
-    prompt, adapter, max_tokens = case
-    model = f"base:{adapter}" if adapter else "base"
+def answer(client: openai.OpenAI, case: Case) -> Answer:
+    frequency, presence, repetition = case.penalties
     response = client.completions.create(
-        model=model, prompt=prompt, max_tokens=max_tokens, temperature=0
+        model=f"base:{case.adapter}" if case.adapter else "base",
+        prompt=case.prompt,
+        max_tokens=case.max_tokens,
+        temperature=0,
+        stop=list(case.stop) or None,
+        frequency_penalty=frequency,
+        presence_penalty=presence,
+        extra_body={"repetition_penalty": repetition},
     )
-    assert response.usage.completion_tokens == max_tokens
-    return response.choices[0].text
+    choice = response.choices[0]
+    return Answer(choice.text, choice.finish_reason, response.usage.completion_tokens)
+
+
+def complete(client: openai.OpenAI, case: Case) -> str:
+    served = answer(client, case)
+    assert served.completion_tokens == case.max_tokens
+    return served.text
+
+
+def mismatches(served: dict[Case, Answer], reference: dict[Case, Answer]) -> str:
+    return "\n".join(
+        f"{case}:\n  served {served[case]}\n  vLLM   {reference[case]}"
+        for case in served
+        if served[case] != reference[case]
+    )
 
 
 def test_greedy_text_equals_plain_vllm_and_decode_reads_kv(
@@ -115,20 +201,56 @@ def test_greedy_text_equals_plain_vllm_and_decode_reads_kv(
     decode = ray.get_actor("decode-0", namespace="tetriserve-test")
     before = ray.get(decode.stats.remote())
     cases = make_prompts(30)
-    served = {case: complete(client, case) for case in cases}
-    mismatches = [
-        (len(case[0].split()), case[1], case[2], served[case], reference[case])
-        for case in cases
-        if served[case] != reference[case]
-    ]
-    assert mismatches == [], "\n".join(map(repr, mismatches))
+    served = {case: answer(client, case) for case in cases}
+    assert mismatches(served, reference) == ""
     after = ray.get(decode.stats.remote())
-    decoded = [c for c in cases if c[2] > 1]
+    decoded = [c for c in cases if c.max_tokens > 1]
     assert after["requests"] - before["requests"] == len(decoded)
-    # Every decoded prompt's KV but its last token came from the memory node.
-    expected = sum(len(tokenizer(prompt)["input_ids"]) - 1 for prompt, _, _ in decoded)
+    # The decode continued from the prefill's first token with the KV of every prompt token
+    # read from the memory node: it computed none of them again.
+    expected = sum(len(tokenizer(case.prompt)["input_ids"]) for case in decoded)
     assert after["kv_tokens_loaded"] - before["kv_tokens_loaded"] == expected
     assert after["kv_pages_leased"] > before["kv_pages_leased"]
+
+
+def test_stop_strings_and_penalties_count_the_first_token_as_vllm_does(
+    client: openai.OpenAI, reference: dict
+) -> None:
+    cases = stop_and_penalty_cases()
+    served = {case: answer(client, case) for case in cases}
+    assert mismatches(served, reference) == ""
+    # The cases do what they are for: some stop strings end the output at its first token,
+    # some later, and the penalties change the text.
+    stopped = [served[c].completion_tokens for c in cases if c.stop and c.stop != ("zz",)]
+    assert min(stopped) == 1 and max(stopped) > 1
+    penalised = [c for c in cases if c.penalties != NO_PENALTIES]
+    assert any(served[c] != served[Case(c.prompt, c.adapter, 16)] for c in penalised)
+
+
+def test_a_hundred_decodes_continue_from_the_first_token_without_repeat_or_drop(
+    client: openai.OpenAI, reference: dict
+) -> None:
+    cases = handoff_cases()
+    with ThreadPoolExecutor(8) as pool:
+        served = dict(zip(cases, pool.map(lambda case: answer(client, case), cases), strict=True))
+    assert mismatches(served, reference) == ""
+    assert all(served[case].completion_tokens == case.max_tokens for case in cases)
+
+
+def test_a_seeded_sampled_request_gives_the_same_text_every_run(client: openai.OpenAI) -> None:
+    def sample(prompt: str, seed: int) -> str:
+        response = client.completions.create(
+            model="base", prompt=prompt, max_tokens=24, temperature=0.9, top_p=0.95,
+            seed=seed, extra_body={"top_k": 50},
+        )  # fmt: skip
+        return response.choices[0].text
+
+    prompts = [case.prompt for case in make_prompts(4, seed=3)]
+    first = {(p, seed): sample(p, seed) for p in prompts for seed in (1, 2)}
+    with ThreadPoolExecutor(4) as pool:  # again, in other batches
+        again = dict(zip(first, pool.map(lambda key: sample(*key), first), strict=True))
+    assert again == first
+    assert any(first[(p, 1)] != first[(p, 2)] for p in prompts)
 
 
 def test_switch_compresses_and_checks_real_kv_pages(client: openai.OpenAI) -> None:
@@ -143,7 +265,7 @@ def test_adapters_never_share_kv(client: openai.OpenAI, reference: dict) -> None
     first, second = isolation_cases()
     for order in ((first, second), (second, first)):
         for case in order:
-            assert complete(client, case) == reference[case]
+            assert complete(client, case) == reference[case].text
     assert reference[first] != reference[second]
 
 
@@ -181,8 +303,8 @@ def test_lost_memory_node_means_recompute_not_wrong_text(
     decode = ray.get_actor("decode-0", namespace="tetriserve-test")
     ray.kill(ray.get_actor("memory-0", namespace="tetriserve-test"))
     before = ray.get(decode.stats.remote())
-    cases = [case for case in make_prompts(9, seed=99) if case[2] > 1]  # none cached locally
-    assert [complete(client, case) for case in cases] == [reference[case] for case in cases]
+    cases = [case for case in make_prompts(9, seed=99) if case.max_tokens > 1]  # none cached
+    assert [complete(client, case) for case in cases] == [reference[case].text for case in cases]
     after = ray.get(decode.stats.remote())
     assert after["requests"] - before["requests"] == len(cases)
     assert after["kv_tokens_loaded"] == before["kv_tokens_loaded"]  # all recomputed

@@ -45,7 +45,9 @@ class FakeServingEngine:
         self.gates: dict[str, asyncio.Event] = {}
         self.running = 0
 
-    async def generate(self, request: GenerationRequest, _params: dict | None = None):
+    async def generate(
+        self, request: GenerationRequest, _params: dict | None = None, _prior_output: int = 0
+    ):
         self.entered.append(request.request_id)
         self.running += 1
         try:
@@ -133,18 +135,25 @@ def test_prefill_role_trains_its_length_predictor_from_a_sharegpt_file(tmp_path:
     assert (short.bucket, long.bucket) == (0, 4)  # 5 and 150 tokens in buckets of 32
 
 
+def _events(messages: list[bytes]) -> list[scheduling_pb2.PrefillEvent]:
+    return [scheduling_pb2.PrefillEvent.FromString(message) for message in messages]
+
+
 def test_prefill_sends_the_first_token_before_it_takes_the_lease() -> None:
     async def scenario() -> None:
         kv = FakeKVClient()
         role = _prefill_role(FakeServingEngine(), kv=kv)
         role.decode_loads = {"decode-0": InstanceLoad("decode-0", free_kv_tokens=10_000)}
         stream = role.prefill(_prefill_task(_request("r", 40, max_tokens=4)))
-        first = generate_pb2.GenerateResponse.FromString(await anext(stream))
+        started = scheduling_pb2.PrefillEvent.FromString(await anext(stream))
+        assert started.WhichOneof("event") == "started"
+        first = scheduling_pb2.PrefillEvent.FromString(await anext(stream)).first_token
         unfinished = generate_pb2.FINISH_REASON_UNSPECIFIED
         assert (list(first.token_ids), first.finish_reason, kv.lookups) == ([7], unfinished, 0)
-        task = scheduling_pb2.DecodeTask.FromString(await anext(stream))
+        task = scheduling_pb2.PrefillEvent.FromString(await anext(stream)).decode_task
         assert kv.lookups == 1 and task.decision.decode_instance == "decode-0"
         assert list(task.prompt_token_ids) == list(range(3, 43))
+        assert list(task.prefill_output_token_ids) == [7]  # the decode continues from it
 
     asyncio.run(scenario())
 
@@ -152,7 +161,7 @@ def test_prefill_sends_the_first_token_before_it_takes_the_lease() -> None:
 async def _prefilled(role: PrefillInstance, request: GenerationRequest):
     role.decode_loads = {"decode-0": InstanceLoad("decode-0", free_kv_tokens=10_000)}
     messages = [m async for m in role.prefill(_prefill_task(request))]
-    return scheduling_pb2.DecodeTask.FromString(messages[-1])
+    return _events(messages)[-1].decode_task
 
 
 def test_lease_waits_for_pages_still_on_their_way() -> None:
@@ -160,8 +169,8 @@ def test_lease_waits_for_pages_still_on_their_way() -> None:
     role = _prefill_role(FakeServingEngine(), kv=kv)
     role.page_wait_s = 5.0
     task = asyncio.run(_prefilled(role, _request("r", 70, max_tokens=4)))
-    # 69 prompt tokens in the KV (all but the last): three 32-token pages.
-    assert (kv.lookups, len(task.lease.pages), task.lease.num_tokens) == (3, 3, 69)
+    # The KV of all 70 prompt tokens: three 32-token pages.
+    assert (kv.lookups, len(task.lease.pages), task.lease.num_tokens) == (3, 3, 70)
     assert len(kv.leased[task.lease.lease_id]) == 3
 
 
@@ -180,11 +189,10 @@ def test_prefill_that_is_the_whole_answer_sends_a_finished_token_and_no_decode()
         kv = FakeKVClient()
         role = _prefill_role(FakeServingEngine(), kv=kv)
         messages = [m async for m in role.prefill(_prefill_task(_request("r", 40, 1)))]
-        first = generate_pb2.GenerateResponse.FromString(messages[0])
-        task = scheduling_pb2.DecodeTask.FromString(messages[1])
-        assert first.finish_reason == generate_pb2.FINISH_REASON_LENGTH
-        assert not task.decision.decode_instance
-        assert (len(messages), kv.lookups) == (2, 0)
+        _started, first, task = _events(messages)
+        assert first.first_token.finish_reason == generate_pb2.FINISH_REASON_LENGTH
+        assert not task.decode_task.decision.decode_instance
+        assert (len(messages), kv.lookups) == (3, 0)
 
     asyncio.run(scenario())
 

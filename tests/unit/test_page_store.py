@@ -218,10 +218,20 @@ def test_released_lease_frees_its_pages_once(store: PageStore) -> None:
     assert store.stats()["pages_in_use"] == 1
 
 
+def test_a_page_two_leases_pin_is_freed_when_the_second_ends(store: PageStore) -> None:
+    shared = written(store, A, keys(None, 1)[0])
+    store.grant_lease("first", A, [shared.virtual_address], ttl_s=30.0, now=0.0)
+    store.grant_lease("second", A, [shared.virtual_address], ttl_s=30.0, now=0.0)
+    assert store.release_lease("first") == 0
+    assert store.read(A, shared.virtual_address, PAGE)[0]  # the second request still reads it
+    assert store.release_lease("second") == 1
+    assert store.stats()["pages_in_use"] == 0
+
+
 def test_expired_lease_frees_pages_once_and_never_a_reused_address(store: PageStore) -> None:
     ka = keys(None, 3)
     made = [written(store, A, key) for key in ka[:2]]
-    store.grant_lease("l1", A, [h.virtual_address for h in made], ttl_s=10.0, now=0.0)
+    store.grant_lease("l1", A, [made[0].virtual_address], ttl_s=10.0, now=0.0)
     store.grant_lease("l2", A, [made[1].virtual_address], ttl_s=5.0, now=0.0)
     assert store.grant_lease("l1", A, [], ttl_s=20.0, now=0.0) == 20.0  # extended
     assert store.expire(now=9.0) == 1  # l2 ended: made[1] freed

@@ -71,16 +71,32 @@ class PrefillTask(_message.Message):
     def __init__(self, request: _Optional[_Union[_generate_pb2.GenerateRequest, _Mapping]] = ..., decision: _Optional[_Union[DispatchDecision, _Mapping]] = ...) -> None: ...
 
 class DecodeTask(_message.Message):
-    __slots__ = ("request", "decision", "lease", "prompt_token_ids")
+    __slots__ = ("request", "decision", "lease", "prompt_token_ids", "prefill_output_token_ids")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_OUTPUT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     request: _generate_pb2.GenerateRequest
     decision: DispatchDecision
     lease: _kv_pb2.KVLease
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request: _Optional[_Union[_generate_pb2.GenerateRequest, _Mapping]] = ..., decision: _Optional[_Union[DispatchDecision, _Mapping]] = ..., lease: _Optional[_Union[_kv_pb2.KVLease, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    prefill_output_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request: _Optional[_Union[_generate_pb2.GenerateRequest, _Mapping]] = ..., decision: _Optional[_Union[DispatchDecision, _Mapping]] = ..., lease: _Optional[_Union[_kv_pb2.KVLease, _Mapping]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., prefill_output_token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PrefillStarted(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PrefillEvent(_message.Message):
+    __slots__ = ("started", "first_token", "decode_task")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TASK_FIELD_NUMBER: _ClassVar[int]
+    started: PrefillStarted
+    first_token: _generate_pb2.GenerateResponse
+    decode_task: DecodeTask
+    def __init__(self, started: _Optional[_Union[PrefillStarted, _Mapping]] = ..., first_token: _Optional[_Union[_generate_pb2.GenerateResponse, _Mapping]] = ..., decode_task: _Optional[_Union[DecodeTask, _Mapping]] = ...) -> None: ...
 
 class LoadReportAck(_message.Message):
     __slots__ = ("accepted",)
