@@ -123,6 +123,7 @@ def load_to_wire(load: InstanceLoad, role: int) -> scheduling_pb2.LoadReport:
         heavy_decodes=load.heavy_decodes,
         light_decodes=load.light_decodes,
         reported_at_unix_s=time.time(),
+        predicted_decode_tokens=load.predicted_tokens,
     )
 
 
@@ -134,6 +135,7 @@ def load_from_wire(msg: scheduling_pb2.LoadReport) -> InstanceLoad:
         free_kv_tokens=msg.free_kv_tokens,
         heavy_decodes=msg.heavy_decodes,
         light_decodes=msg.light_decodes,
+        predicted_tokens=msg.predicted_decode_tokens,
     )
 
 

@@ -34,6 +34,9 @@ class EngineConfig(BaseModel):
     max_loras: PositiveInt = 4
     # CPU cores this engine's worker binds to, e.g. "0" or "0-1"; None lets vLLM choose.
     cpu_cores: str | None = None
+    # Run the engine's processes at idle CPU priority (SCHED_IDLE): it takes only what the
+    # other engines on its cores leave (actors/engine/cpu_priority.py).
+    idle_priority: bool = False
     enforce_eager: bool = True
     seed: int = 0
     # How long vLLM's processes busy-poll their queues after the last message before they
@@ -52,7 +55,7 @@ class SchedulingConfig(BaseModel):
     prefill_policy: Literal["fcfs", "sjf", "ljf"] = "fcfs"
     prefill_sched_batch: PositiveInt = 16
     # Decode dispatcher on each prefill instance, and admission on each decode instance.
-    dispatcher: Literal["power_of_two", "random", "least_loaded"] = "power_of_two"
+    dispatcher: Literal["least_work", "power_of_two", "random", "least_loaded"] = "least_work"
     admission: Literal["greedy", "reserve_static", "reserve_dynamic"] = "reserve_dynamic"
     # Output-length buckets of the predictor: [0, g), [g, 2g), ... the last one open.
     length_granularity: PositiveInt = 32
@@ -92,9 +95,24 @@ class DeploymentConfig(BaseModel):
     memory_nodes: PositiveInt = 1
     # True: one engine runs whole requests (no disaggregation), as plain vLLM would.
     colocated: bool = False
+    # CPU engines: each prefill instance's cores also run a decode instance at idle CPU
+    # priority, which decodes with whatever the prefill leaves of them and never delays it.
+    backfill_decode: bool = True
     max_outstanding: PositiveInt = 256
     # Base port of the per-actor Prometheus exporters (see actors/metrics.py); None: off.
     metrics_port: int | None = Field(default=9400, ge=1, le=65000)
     # Tokens per prefill forward pass (ChunkSize); None: profiled at start-up (the knee).
     chunk_tokens: PositiveInt | None = None
     scheduling: SchedulingConfig = SchedulingConfig()
+
+    def backfills(self, cpu_engines: bool) -> dict[str, str]:
+        """Backfill decode instance → the prefill instance whose cores it shares."""
+        if not (self.backfill_decode and cpu_engines):
+            return {}
+        return {f"decode-{self.decode + i}": f"prefill-{i}" for i in range(self.prefill)}
+
+    def instance_roles(self, cpu_engines: bool) -> dict[str, str]:
+        """Every serving instance's name and starting role ("prefill" or "decode")."""
+        roles = {f"prefill-{i}": "prefill" for i in range(self.prefill)}
+        roles |= {f"decode-{i}": "decode" for i in range(self.decode)}
+        return roles | dict.fromkeys(self.backfills(cpu_engines), "decode")

@@ -1,11 +1,13 @@
 """The decode dispatcher: which decode instance takes a request once its prefill is done.
 
 Runs on each prefill instance over the decode loads the cluster monitor broadcasts. The
-power-of-two dispatcher splits decode instances into alpha (enough predicted free KV for
-this request: prompt plus predicted decode tokens) and beta (the rest), samples two from
-alpha (from beta only when alpha is empty), and takes the one whose heavy:light decode mix
-is lowest once this request is counted. Random and least-loaded are the baselines. All are
-`Placement`s, chosen by name with `make_dispatcher`.
+power-of-two dispatcher (TetriInfer's) splits decode instances into alpha (enough predicted
+free KV for this request: prompt plus predicted decode tokens) and beta (the rest), samples
+two from alpha (from beta only when alpha is empty), and takes the one whose heavy:light
+decode mix is lowest once this request is counted. Least-work (the default) samples the
+same way and takes the one with the fewest predicted decode tokens left, which spreads
+decodes over instances of unequal speed. Random and least-loaded are the baselines. All
+are `Placement`s, chosen by name with `make_dispatcher`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,27 @@ class PowerOfTwo:
         return best.instance_id
 
 
+class LeastWork(PowerOfTwo):
+    """Power of two over all decode capacity by predicted length: two random candidates
+    with room for the request (alpha, as PowerOfTwo), and the one with the fewest predicted
+    decode tokens still to make wins. An instance that decodes slower (a backfill engine
+    while the prefill on its cores runs) works its tokens down slower and is chosen less,
+    so the decode load follows each instance's capacity without measuring it."""
+
+    def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
+        alpha, beta = self.split(loads, need)
+        pool = alpha or beta
+        if not pool:
+            return None
+        candidates = self._rng.sample(pool, min(2, len(pool)))
+        best = min(candidates, key=_work_order)
+        return best.instance_id
+
+
+def _work_order(load: InstanceLoad) -> tuple[int, int, str]:
+    return (load.predicted_tokens, load.outstanding, load.instance_id)
+
+
 def heavy_fraction_after(load: InstanceLoad, need: RequestNeed) -> float:
     """heavy / (heavy + light) on `load` once this request is counted among its decodes."""
     heavy = load.heavy_decodes + int(need.heavy)
@@ -73,6 +96,7 @@ def _least_loaded(seed: int = 0) -> Placement:
 
 
 DISPATCHERS: dict[str, Callable[[int], Placement]] = {
+    "least_work": LeastWork,
     "power_of_two": PowerOfTwo,
     "random": RandomChoice,
     "least_loaded": _least_loaded,

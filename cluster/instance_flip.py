@@ -45,6 +45,7 @@ class FlipController:
     on its own, only on `request_flip`.
     `busy_outstanding`: outstanding requests at which an instance of the other role is busy.
     `min_per_role`: active instances each role keeps; neither flips below it.
+    `fixed`: instances that keep their role (a backfill decode instance on a prefill's cores).
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class FlipController:
         idle_rounds: int | None = 30,
         busy_outstanding: int = 2,
         min_per_role: int = 1,
+        fixed: frozenset[str] = frozenset(),
     ) -> None:
         if (
             (idle_rounds is not None and idle_rounds < 1)
@@ -64,6 +66,7 @@ class FlipController:
         self._busy_outstanding = busy_outstanding
         self._min_per_role = min_per_role
         self._states = {iid: InstanceState(iid, Role(role)) for iid, role in roles.items()}
+        self._fixed = fixed
 
     def observe(self, loads: Mapping[str, InstanceLoad]) -> list[str]:
         """Take one monitor round; return the ids that started draining in it (at most one).
@@ -83,6 +86,8 @@ class FlipController:
     def request_flip(self, instance_id: str) -> None:
         """Start draining `instance_id` on request, keeping `min_per_role` active instances."""
         state = self._state(instance_id)
+        if instance_id in self._fixed:
+            raise ValueError(f"{instance_id} keeps its role")
         if state.state is not FlipState.ACTIVE:
             raise ValueError(f"{instance_id} is already draining")
         if not self._may_lose_one(state.role):
@@ -131,6 +136,7 @@ class FlipController:
     def _should_drain(self, state: InstanceState) -> bool:
         return (
             self._idle_rounds is not None
+            and state.instance_id not in self._fixed
             and state.state is FlipState.ACTIVE
             and state.idle_rounds >= self._idle_rounds
             and self._role_busy(_other(state.role))

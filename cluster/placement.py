@@ -23,6 +23,8 @@ class InstanceLoad:
     free_kv_tokens: int = 0
     heavy_decodes: int = 0
     light_decodes: int = 0
+    # Decode tokens the instance is predicted still to make for the requests it holds.
+    predicted_tokens: int = 0
 
     @property
     def outstanding(self) -> int:

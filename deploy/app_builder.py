@@ -105,22 +105,26 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     address = ray.get(switch.address.remote())
     store = _actor(LoRAAdapterStore, "adapter-store", concurrent=False).remote(checkpoint.adapters)
     chunk = chunk_tokens(config, checkpoint)
-    roles = {f"prefill-{i}": Role.PREFILL for i in range(config.prefill)}
-    roles |= {f"decode-{i}": Role.DECODE for i in range(config.decode)}
-    # Every engine is KV producer and consumer (roles can flip) and computes at most
-    # ChunkSize tokens per forward pass.
+    cpu_engines = resolve_device(config.device) == "cpu"
+    roles = {name: Role(role) for name, role in config.instance_roles(cpu_engines).items()}
+    backfills = config.backfills(cpu_engines)
+    # One core per engine, in order; a backfill decode engine takes its prefill's core at
+    # idle priority. Every engine is KV producer and consumer (roles can flip) and computes
+    # at most ChunkSize tokens per forward pass.
+    cores = {name: core for core, name in enumerate(n for n in roles if n not in backfills)}
+    cores |= {backfill: cores[prefill] for backfill, prefill in backfills.items()}
     engines = {
         name: _engine_config(config, checkpoint, core, "kv_both", address).model_copy(
-            update={"max_num_batched_tokens": chunk}
+            update={"max_num_batched_tokens": chunk, "idle_priority": name in backfills}
         )
-        for core, name in enumerate(roles)
+        for name, core in cores.items()
     }
     layout = PageLayout(
         num_layers=checkpoint.num_layers,
         num_kv_heads=checkpoint.num_kv_heads,
         head_dim=checkpoint.head_dim,
         block_size=engines["prefill-0"].block_size,
-        dtype_bytes=4 if resolve_device(config.device) == "cpu" else 2,
+        dtype_bytes=4 if cpu_engines else 2,
     )
     instances = {
         name: _actor(ServingInstance, name).remote(
@@ -146,6 +150,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         infrastructure={"switch-0": switch, "adapter-store": store, **nodes},
         metrics_port=ports.get("global-scheduler"),
         flip_idle_rounds=scheduling.flip_idle_rounds if scheduling.flip else None,
+        fixed_roles=frozenset(backfills),
     )
     return DisaggregatedPath(scheduler, instances, str(checkpoint.model_dir))
 

@@ -16,10 +16,21 @@ def positive(text: str) -> int:
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """`--model DIR` or `--size tiny|small` (a built-in model, made on first use)."""
+    """`--model DIR` or `--size tiny|small` (a built-in model, made on first use), and
+    `--greedy`. By default a benchmark measures as users run it: the small model, and
+    vLLM's benchmark client at its own default sampling (it sends no temperature, so the
+    server's default of 1.0 applies)."""
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--model", type=Path, default=None, metavar="DIR", help="model directory")
-    model.add_argument("--size", choices=["tiny", "small"], default="tiny", help="built-in model")
+    model.add_argument("--size", choices=["tiny", "small"], default="small", help="built-in model")
+    parser.add_argument(
+        "--greedy", action="store_true", help="send temperature 0 (default: the client's sampling)"
+    )
+
+
+def sampling_args(args: argparse.Namespace) -> list[str]:
+    """vLLM benchmark client flags for the chosen sampling."""
+    return ["--temperature", "0"] if args.greedy else []
 
 
 def model_dir(args: argparse.Namespace) -> Path:

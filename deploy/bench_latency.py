@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import bench_latency_report as report
-from deploy.bench_args import add_model_args, positive
+from deploy.bench_args import add_model_args, positive, sampling_args
 from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_servers import ServerProcess, free_port, running
 
@@ -102,7 +102,7 @@ def client_args(
         "--model", SERVED_NAME, "--tokenizer", str(model_dir), "--dataset-name", "random",
         "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
         "--num-prompts", str(prompts), "--max-concurrency", "1", "--ignore-eos",
-        "--temperature", "0", "--seed", str(SEED),
+        *sampling_args(args), "--seed", str(SEED),
         "--percentile-metrics", ",".join(report.METRICS), "--metric-percentiles", "99",
         "--save-result", "--result-dir", str(result.parent), "--result-filename", result.name,
         *([] if sys.stderr.isatty() else ["--disable-tqdm"]),

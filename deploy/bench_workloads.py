@@ -35,7 +35,7 @@ from cluster.checkpoint import inspect_checkpoint
 from cluster.length_predictor import LengthPredictor, held_out_accuracy
 from deploy import bench_workloads_report as report
 from deploy import cpu_profile, workloads
-from deploy.bench_args import add_model_args, positive
+from deploy.bench_args import add_model_args, positive, sampling_args
 from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_latency import BASELINE_FLAGS, drive
 from deploy.bench_servers import ServerProcess, free_port, running
@@ -131,7 +131,7 @@ class Bench:
             "--model", SERVED_NAME, "--tokenizer", str(self.model_dir),
             "--dataset-name", "custom", "--dataset-path", str(self.dataset(name)),
             "--custom-output-len", "-1", "--skip-chat-template", "--disable-shuffle",
-            "--num-prompts", str(count), *rate, "--ignore-eos", "--temperature", "0",
+            "--num-prompts", str(count), *rate, "--ignore-eos", *sampling_args(self.args),
             "--seed", str(self.args.seed), "--save-detailed", "--save-result",
             "--result-dir", str(result.parent), "--result-filename", result.name,
             "--disable-tqdm",

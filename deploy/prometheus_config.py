@@ -12,14 +12,17 @@ from cluster.config import DeploymentConfig
 
 def metrics_ports(config: DeploymentConfig) -> dict[str, int]:
     """Actor name → its exporter port; empty when metrics are off."""
+    from actors.engine.adapter import resolve_device
     from actors.metrics import DECODE_OFFSET, PORT_OFFSETS, PREFILL_OFFSET
 
     base = config.metrics_port
     if base is None:
         return {}
     ports = {"global-scheduler": base + PORT_OFFSETS["scheduler"]}
-    ports |= {f"prefill-{i}": base + PREFILL_OFFSET + i for i in range(config.prefill)}
-    ports |= {f"decode-{i}": base + DECODE_OFFSET + i for i in range(config.decode)}
+    roles = config.instance_roles(resolve_device(config.device) == "cpu")
+    for name, role in roles.items():
+        index = int(name.rsplit("-", 1)[1])
+        ports[name] = base + (PREFILL_OFFSET if role == "prefill" else DECODE_OFFSET) + index
     return ports
 
 

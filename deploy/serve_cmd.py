@@ -44,7 +44,9 @@ def add_scheduling_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prefill-policy", choices=["fcfs", "sjf", "ljf"], default="fcfs")
     group.add_argument("--prefill-sched-batch", type=int, default=16, help="PrefillSchedBatch")
     group.add_argument(
-        "--dispatcher", choices=["power_of_two", "random", "least_loaded"], default="power_of_two"
+        "--dispatcher",
+        choices=["least_work", "power_of_two", "random", "least_loaded"],
+        default="least_work",
     )
     group.add_argument(
         "--admission",

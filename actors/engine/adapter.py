@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors.engine import cpu_priority
 from actors.engine.prior_output_penalties import PRIOR_OUTPUT, penalties_args
 from actors.engine.prior_output_penalties import QUALNAME as PRIOR_OUTPUT_PENALTIES
 from actors.engine.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
@@ -130,6 +131,8 @@ class EngineAdapter:
         self._adapter_paths = dict(adapters or {})
         self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(self._adapter_paths))}
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(config)))
+        if config.idle_priority:
+            cpu_priority.lower_children()
 
     @property
     def adapters(self) -> list[str]:

@@ -38,6 +38,11 @@ class _Decoding:
     heavy: bool
     generated: int = 0
 
+    @property
+    def work_left(self) -> int:
+        """Decode tokens still to make, as predicted: at least the next one."""
+        return max(self.predicted_output - self.generated, 1)
+
     def view(self, request_id: str) -> RunningDecode:
         return RunningDecode(
             request_id,
@@ -58,6 +63,7 @@ class DecodeInstance:
         self.messages_per_s = scheduling.stream_messages_per_s
         self.decoding: dict[str, _Decoding] = {}
         self.waiting = 0
+        self.waiting_tokens = 0  # predicted decode tokens of the requests admission holds
         self._changed = asyncio.Condition()
         self.counters = {"requests": 0, "kv_tokens_loaded": 0, "kv_pages_leased": 0}
 
@@ -70,6 +76,9 @@ class DecodeInstance:
         load.free_kv_tokens = max(self.capacity_tokens() - used, 0)
         load.heavy_decodes = sum(d.heavy for d in self.decoding.values())
         load.light_decodes = len(self.decoding) - load.heavy_decodes
+        load.predicted_tokens = self.waiting_tokens + sum(
+            d.work_left for d in self.decoding.values()
+        )
         return load
 
     async def decode(self, task_bytes: bytes) -> AsyncIterator[bytes]:
@@ -125,10 +134,12 @@ class DecodeInstance:
 
         async with self._changed:
             self.waiting += 1
+            self.waiting_tokens += decoding.work_left
             try:
                 await self._changed.wait_for(fits)
             finally:
                 self.waiting -= 1
+                self.waiting_tokens -= decoding.work_left
             self.decoding[request_id] = decoding
         return decoding
 

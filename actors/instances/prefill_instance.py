@@ -211,6 +211,7 @@ class PrefillInstance:
         load = self.decode_loads[chosen]  # counted until the next broadcast corrects it
         load.queued += 1
         load.free_kv_tokens = max(load.free_kv_tokens - need.kv_tokens, 0)
+        load.predicted_tokens += max(prediction.lower_tokens, 1)
         if heavy:
             load.heavy_decodes += 1
         else:

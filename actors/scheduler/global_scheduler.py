@@ -42,6 +42,7 @@ class GlobalScheduler:
         infrastructure: dict[str, Any] | None = None,
         metrics_port: int | None = None,
         flip_idle_rounds: int | None = None,
+        fixed_roles: frozenset[str] = frozenset(),
     ) -> None:
         metrics.expose(metrics_port)
         self.cluster_stats = metrics.ClusterStats()
@@ -53,7 +54,9 @@ class GlobalScheduler:
         self.instances = dict(instances)
         # flip_idle_rounds None: roles change only when an operator asks (request_flip).
         self.roles = FlipController(
-            {name: Role(role) for name, role in roles.items()}, idle_rounds=flip_idle_rounds
+            {name: Role(role) for name, role in roles.items()},
+            idle_rounds=flip_idle_rounds,
+            fixed=fixed_roles,
         )
         self.max_outstanding = max_outstanding
         self.monitor_interval_s = monitor_interval_s

@@ -17,6 +17,7 @@ import json
 import random
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,6 +185,22 @@ def complete(client: openai.OpenAI, case: Case) -> str:
     return served.text
 
 
+def decode_instances() -> list[str]:
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(a["name"] for a in names if a["name"].startswith("decode-"))
+
+
+def decode_counters() -> Counter[str]:
+    """The decode instances' counters, summed (a backfill decode instance shares the work)."""
+    total: Counter[str] = Counter()
+    for name in decode_instances():
+        stats = ray.get(ray.get_actor(name, namespace="tetriserve-test").stats.remote())
+        total.update(
+            {key: stats[key] for key in ("requests", "kv_tokens_loaded", "kv_pages_leased")}
+        )
+    return total
+
+
 def mismatches(served: dict[Case, Answer], reference: dict[Case, Answer]) -> str:
     return "\n".join(
         f"{case}:\n  served {served[case]}\n  vLLM   {reference[case]}"
@@ -198,12 +215,11 @@ def test_greedy_text_equals_plain_vllm_and_decode_reads_kv(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
-    decode = ray.get_actor("decode-0", namespace="tetriserve-test")
-    before = ray.get(decode.stats.remote())
+    before = decode_counters()
     cases = make_prompts(30)
     served = {case: answer(client, case) for case in cases}
     assert mismatches(served, reference) == ""
-    after = ray.get(decode.stats.remote())
+    after = decode_counters()
     decoded = [c for c in cases if c.max_tokens > 1]
     assert after["requests"] - before["requests"] == len(decoded)
     # The decode continued from the prefill's first token with the KV of every prompt token
@@ -300,18 +316,18 @@ def test_vllm_benchmark_client_completes_100_requests(
 def test_lost_memory_node_means_recompute_not_wrong_text(
     client: openai.OpenAI, reference: dict
 ) -> None:
-    decode = ray.get_actor("decode-0", namespace="tetriserve-test")
     ray.kill(ray.get_actor("memory-0", namespace="tetriserve-test"))
-    before = ray.get(decode.stats.remote())
+    before = decode_counters()
     cases = [case for case in make_prompts(9, seed=99) if case.max_tokens > 1]  # none cached
     assert [complete(client, case) for case in cases] == [reference[case].text for case in cases]
-    after = ray.get(decode.stats.remote())
+    after = decode_counters()
     assert after["requests"] - before["requests"] == len(cases)
     assert after["kv_tokens_loaded"] == before["kv_tokens_loaded"]  # all recomputed
 
 
 def test_dead_decode_instance_is_a_clear_error_not_a_hang(server: str) -> None:
-    ray.kill(ray.get_actor("decode-0", namespace="tetriserve-test"))
+    for name in decode_instances():
+        ray.kill(ray.get_actor(name, namespace="tetriserve-test"))
     body = {"model": "base", "prompt": "still there?", "max_tokens": 4, "temperature": 0}
     response = httpx.post(f"{server}/v1/completions", json=body, timeout=120)
     assert response.status_code == 500

@@ -99,8 +99,8 @@ def test_prometheus_scrapes_every_stage(deployment: DeploymentConfig, prometheus
     assert float(served[0]["value"][1]) >= 3
     assert wait_for(prometheus, "tetriserve:time_to_first_token_seconds_count >= 3")
     assert wait_for(prometheus, 'tetriserve:request_success_total{finished_reason="length"} >= 3')
-    loaded = wait_for(prometheus, 'tetriserve:kv_tokens_loaded_total{actor="decode-0"} > 0')
-    assert float(loaded[0]["value"][1]) >= 3 * 70
+    loaded = wait_for(prometheus, "sum(tetriserve:kv_tokens_loaded_total) >= 3 * 70")
+    assert float(loaded[0]["value"][1]) >= 3 * 70  # over every decode instance
     assert wait_for(prometheus, 'tetriserve:kv_transfer_bytes_total{direction="from_memory"} > 0')
     depths = wait_for(prometheus, "tetriserve:num_requests_waiting")
     assert {"prefill-0", "decode-0", "global-scheduler"} <= {s["metric"]["actor"] for s in depths}

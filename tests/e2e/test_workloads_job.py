@@ -76,7 +76,7 @@ def test_workloads_benchmark_runs_as_a_ray_job(head: str, tmp_path: Path) -> Non
     results = tmp_path / "results.json"
     command = [
         str(BIN / "ray"), "job", "submit", "--address", head, "--",
-        str(BIN / "tetriserve"), "bench", "workloads", "--workloads", "LPHD",
+        str(BIN / "tetriserve"), "bench", "workloads", "--size", "tiny", "--workloads", "LPHD",
         "--requests", "4", "--warmup", "4", "--chunk-tokens", "128",
         "--serve-port", str(free_port()), "--out", str(tmp_path / "out"),
         "--json", str(results),

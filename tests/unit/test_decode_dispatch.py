@@ -1,4 +1,5 @@
-"""The decode dispatcher: alpha before beta, the heavy:light tie-break, selection by name."""
+"""The decode dispatcher: alpha before beta, the heavy:light tie-break, the least predicted
+work, selection by name."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from cluster.decode_dispatch import (
     DISPATCHERS,
+    LeastWork,
     PowerOfTwo,
     RandomChoice,
     heavy_fraction_after,
@@ -116,5 +118,20 @@ def test_power_of_two_by_name() -> None:
 
 
 def test_bad_name_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="least_loaded, power_of_two, random"):
+    with pytest.raises(ValueError, match="least_loaded, least_work, power_of_two, random"):
         make_dispatcher("round_robin")
+
+
+def test_least_work_takes_the_instance_with_fewer_predicted_tokens_left() -> None:
+    loads = loads_of(
+        InstanceLoad("fast", free_kv_tokens=5000, predicted_tokens=300, running=6),
+        InstanceLoad("slowed", free_kv_tokens=5000, predicted_tokens=900, running=4),
+    )
+    assert {LeastWork(seed).choose(loads, RequestNeed(100)) for seed in SEEDS} == {"fast"}
+
+
+def test_least_work_keeps_to_instances_with_room() -> None:
+    loads = one_alpha_many_beta()
+    loads["roomy"].predicted_tokens = 10_000
+    chosen = {LeastWork(seed).choose(loads, RequestNeed(kv_tokens=1000)) for seed in SEEDS}
+    assert chosen == {"roomy"}

@@ -125,3 +125,13 @@ def test_request_flip_of_a_draining_instance_is_refused() -> None:
 def test_unknown_instance() -> None:
     with pytest.raises(KeyError):
         controller().role("nope")
+
+
+def test_a_fixed_instance_never_flips() -> None:
+    flips = FlipController(
+        {"p0": P, "p1": P, "d0": D}, idle_rounds=3, busy_outstanding=2, fixed=frozenset({"p1"})
+    )
+    assert idle_p1(flips, 10) == [[]] * 10
+    assert flips.routable(P) == ["p0", "p1"]
+    with pytest.raises(ValueError, match="keeps its role"):
+        flips.request_flip("p1")

@@ -58,3 +58,17 @@ def test_chunk_tokens_must_be_positive(command: list[str], capsys) -> None:
         build_parser().parse_args([*command, "--chunk-tokens", "0"])
     assert exit_info.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_a_backfill_decode_instance_shares_each_prefill_instances_cores_on_cpu() -> None:
+    from cluster.config import DeploymentConfig
+
+    config = DeploymentConfig(prefill=2, decode=1)
+    assert config.backfills(cpu_engines=True) == {"decode-1": "prefill-0", "decode-2": "prefill-1"}
+    assert config.instance_roles(cpu_engines=True) == {
+        "prefill-0": "prefill", "prefill-1": "prefill", "decode-0": "decode",
+        "decode-1": "decode", "decode-2": "decode",
+    }  # fmt: skip
+    assert config.backfills(cpu_engines=False) == {}
+    off = DeploymentConfig(backfill_decode=False)
+    assert off.instance_roles(cpu_engines=True) == {"prefill-0": "prefill", "decode-0": "decode"}

@@ -19,7 +19,7 @@ INSTANCE_ROLE_PREFILL: InstanceRole
 INSTANCE_ROLE_DECODE: InstanceRole
 
 class LoadReport(_message.Message):
-    __slots__ = ("instance_id", "role", "queued_requests", "running_requests", "queued_prompt_tokens", "free_kv_tokens", "total_kv_tokens", "heavy_decodes", "light_decodes", "loaded_adapters", "reported_at_unix_s")
+    __slots__ = ("instance_id", "role", "queued_requests", "running_requests", "queued_prompt_tokens", "free_kv_tokens", "total_kv_tokens", "heavy_decodes", "light_decodes", "loaded_adapters", "reported_at_unix_s", "predicted_decode_tokens")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class LoadReport(_message.Message):
     LIGHT_DECODES_FIELD_NUMBER: _ClassVar[int]
     LOADED_ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     REPORTED_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_DECODE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     role: InstanceRole
     queued_requests: int
@@ -42,7 +43,8 @@ class LoadReport(_message.Message):
     light_decodes: int
     loaded_adapters: _containers.RepeatedScalarFieldContainer[str]
     reported_at_unix_s: float
-    def __init__(self, instance_id: _Optional[str] = ..., role: _Optional[_Union[InstanceRole, str]] = ..., queued_requests: _Optional[int] = ..., running_requests: _Optional[int] = ..., queued_prompt_tokens: _Optional[int] = ..., free_kv_tokens: _Optional[int] = ..., total_kv_tokens: _Optional[int] = ..., heavy_decodes: _Optional[int] = ..., light_decodes: _Optional[int] = ..., loaded_adapters: _Optional[_Iterable[str]] = ..., reported_at_unix_s: _Optional[float] = ...) -> None: ...
+    predicted_decode_tokens: int
+    def __init__(self, instance_id: _Optional[str] = ..., role: _Optional[_Union[InstanceRole, str]] = ..., queued_requests: _Optional[int] = ..., running_requests: _Optional[int] = ..., queued_prompt_tokens: _Optional[int] = ..., free_kv_tokens: _Optional[int] = ..., total_kv_tokens: _Optional[int] = ..., heavy_decodes: _Optional[int] = ..., light_decodes: _Optional[int] = ..., loaded_adapters: _Optional[_Iterable[str]] = ..., reported_at_unix_s: _Optional[float] = ..., predicted_decode_tokens: _Optional[int] = ...) -> None: ...
 
 class DispatchDecision(_message.Message):
     __slots__ = ("request_id", "prefill_instance", "decode_instance", "predicted_decode_bucket", "predicted_decode_tokens", "policy", "heavy_decode")
