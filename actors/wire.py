@@ -159,6 +159,8 @@ def handle_to_wire(handle: PageHandle) -> kv_pb2.KVPageHandle:
         virtual_address=handle.virtual_address,
         length=handle.length,
         checksum=handle.checksum,
+        arena=handle.arena,
+        arena_offset=handle.arena_offset,
     )
     if handle.key is not None:
         msg.key.CopyFrom(key_to_wire(handle.key))
@@ -171,5 +173,17 @@ def handle_from_wire(msg: kv_pb2.KVPageHandle) -> PageHandle | None:
         return None
     key = key_from_wire(msg.key) if msg.HasField("key") else None
     return PageHandle(
-        key, msg.memory_node, msg.tenant, msg.virtual_address, msg.length, msg.checksum
+        key,
+        msg.memory_node,
+        msg.tenant,
+        msg.virtual_address,
+        msg.length,
+        msg.checksum,
+        msg.arena,
+        msg.arena_offset,
     )
+
+
+def lease_pages(lease: kv_pb2.KVLease) -> tuple[PageHandle, ...]:
+    """The page handles a lease holds, in page order."""
+    return tuple(handle for handle in map(handle_from_wire, lease.pages) if handle is not None)

@@ -45,16 +45,19 @@ def page_keys(
 
 
 PAGE_MAGIC = 0x54534B56  # "TSKV"
-_TRAILER = struct.Struct("<II")  # magic, tokens of the page that hold valid KV
+# magic, tokens of the page that hold valid KV, the nonce of the lease it was written under
+_TRAILER = struct.Struct("<IIQ")
 
 
 @dataclass(frozen=True, slots=True)
 class PageLayout:
-    """One page = one KV block of every layer, byte for byte, then an 8-byte trailer that
-    says how many of the block's tokens hold valid KV. Pages are always written whole, so a
-    reader can trust the trailer of the bytes it reads.
+    """One page = one KV block of every layer, byte for byte, layer after layer, then a
+    16-byte trailer. The writer writes the trailer last: it says how many of the block's
+    tokens hold valid KV and carries the nonce of the lease the page was allocated under,
+    so a reader knows the page is complete and is the one its lease names (a slot freed and
+    reused under another lease carries another nonce).
 
-    Page bytes = layers x block_size x (K, V) x kv_heads x head_dim x dtype_bytes + 8.
+    Page bytes = layers x block_size x (K, V) x kv_heads x head_dim x dtype_bytes + 16.
     """
 
     num_layers: int
@@ -82,28 +85,46 @@ class PageLayout:
 TRAILER_BYTES = _TRAILER.size
 
 
+class PageNotSealed(ValueError):
+    """The bytes are not a page sealed under the expected lease."""
+
+
 def pages_touched(block_size: int, start: int, end: int) -> range:
     """Indices of the pages (blocks) that hold any of the tokens [start, end)."""
     return range(start // block_size, -(-end // block_size)) if end > start else range(0)
 
 
-def seal_page(blocks: bytes, valid_tokens: int) -> bytes:
-    return blocks + _TRAILER.pack(PAGE_MAGIC, valid_tokens)
+def trailer(valid_tokens: int, nonce: int) -> bytes:
+    return _TRAILER.pack(PAGE_MAGIC, valid_tokens, nonce)
 
 
-def open_page(page: bytes) -> tuple[bytes, int]:
-    """The block bytes of a page and its valid token count; ValueError if not a page."""
-    magic, valid = _TRAILER.unpack_from(page, len(page) - TRAILER_BYTES)
-    if magic != PAGE_MAGIC:
-        raise ValueError("bytes are not a sealed KV page")
-    return page[: len(page) - TRAILER_BYTES], valid
+def seal_page(blocks: bytes, valid_tokens: int, nonce: int) -> bytes:
+    return blocks + trailer(valid_tokens, nonce)
+
+
+def valid_tokens(trailer_bytes: bytes | memoryview, nonce: int) -> int:
+    """The valid tokens a page's trailer records; PageNotSealed unless it is sealed under
+    `nonce`."""
+    magic, valid, sealed_under = _TRAILER.unpack_from(trailer_bytes, 0)
+    if magic != PAGE_MAGIC or sealed_under != nonce:
+        raise PageNotSealed("the page is not sealed under this lease")
+    return valid
+
+
+def open_page(page: bytes, nonce: int) -> tuple[bytes, int]:
+    """The block bytes of a whole page and its valid token count."""
+    body = len(page) - TRAILER_BYTES
+    return page[:body], valid_tokens(memoryview(page)[body:], nonce)
 
 
 @dataclass(frozen=True, slots=True)
 class PageHandle:
     """Where one page lives: a memory node, the tenant's address space there, an address.
 
-    `checksum` is the CRC-32 of the page as last written whole (0 when not known).
+    `arena` and `arena_offset` say where the page's bytes sit in the memory node's shared
+    memory, for one-sided access by engines on its machine (empty: through the switch only).
+    `checksum` is the CRC-32 of the page as last written whole through the switch (0 when
+    not known).
     """
 
     key: PageKey | None
@@ -112,3 +133,5 @@ class PageHandle:
     virtual_address: int
     length: int
     checksum: int = 0
+    arena: str = ""
+    arena_offset: int = 0

@@ -1,10 +1,10 @@
 """What a request tells the KV connector, and what the connector's workers are told to do.
 
 The prefill instance asks its engine to *produce* the KV of a prompt's first `num_tokens`
-tokens into memory-node pages; the decode instance asks its engine to *consume* them from
-the page handles of the lease. These travel as vLLM `kv_transfer_params` (plain dicts), and
-the connector's scheduler side turns them into per-step `SaveOp`s and `LoadOp`s for its
-worker side.
+tokens into the pages of its lease; the decode instance asks its engine to *consume* them
+from the same pages. Both travel as vLLM `kv_transfer_params` (plain dicts) with the lease's
+page handles and nonce, and the connector's scheduler side turns them into per-step
+`SaveOp`s and `LoadOp`s for its worker side.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cluster.kv_pages import PageHandle, PageKey
+from cluster.kv_pages import PageHandle
 
 PARAMS_KEY = "tetriserve"
 
@@ -22,18 +22,19 @@ class TransferParams:
     role: Literal["produce", "consume"]
     tenant: int
     num_tokens: int
-    model: str = ""
-    adapter: str = ""
     pages: tuple[PageHandle, ...] = ()
+    nonce: int = 0
 
     def to_kv_transfer_params(self) -> dict[str, Any]:
         body = {
             "role": self.role,
             "tenant": self.tenant,
             "num_tokens": self.num_tokens,
-            "model": self.model,
-            "adapter": self.adapter,
-            "pages": [[p.memory_node, p.virtual_address, p.length] for p in self.pages],
+            "nonce": self.nonce,
+            "pages": [
+                [p.memory_node, p.virtual_address, p.length, p.arena, p.arena_offset]
+                for p in self.pages
+            ],
         }
         return {PARAMS_KEY: body}
 
@@ -44,33 +45,35 @@ class TransferParams:
             return None
         tenant = int(body["tenant"])
         pages = tuple(
-            PageHandle(None, str(node), tenant, int(va), int(length))
-            for node, va, length in body["pages"]
+            PageHandle(None, str(node), tenant, int(va), int(length), 0, str(arena), int(offset))
+            for node, va, length, arena, offset in body["pages"]
         )
         return cls(
             role=body["role"],
             tenant=tenant,
             num_tokens=int(body["num_tokens"]),
-            model=body.get("model", ""),
-            adapter=body.get("adapter", ""),
             pages=pages,
+            nonce=int(body["nonce"]),
         )
+
+    def loadable(self, block_size: int, prompt_tokens: int) -> int:
+        """Prompt tokens the pages supply; the engine computes at least the last one."""
+        return min(self.num_tokens, len(self.pages) * block_size, prompt_tokens - 1)
 
 
 @dataclass(frozen=True, slots=True)
 class PageSave:
-    """Write block `block_id` (holding `valid_tokens` of the prompt) as page `key`."""
+    """Write block `block_id` (holding `valid_tokens` of the prompt) into page `handle`."""
 
     block_id: int
     valid_tokens: int
-    key: PageKey
+    handle: PageHandle
 
 
 @dataclass(frozen=True, slots=True)
 class PageLoad:
     """Read page `handle` into block `block_id`; it must hold `needed_tokens` valid tokens."""
 
-    page_index: int
     block_id: int
     needed_tokens: int
     handle: PageHandle
@@ -80,6 +83,7 @@ class PageLoad:
 class SaveOp:
     req_id: str
     tenant: int
+    nonce: int
     pages: list[PageSave]
 
 
@@ -87,4 +91,5 @@ class SaveOp:
 class LoadOp:
     req_id: str
     tenant: int
+    nonce: int
     pages: list[PageLoad]

@@ -102,21 +102,8 @@ class PageStore:
                     raise BadLengthError(f"key has a page of {page.length} bytes, not {length}")
                 self.counters.alloc_hits += 1
                 return self._handle(tenant, page), True, latency
-        placed = space.place(length)
-        if placed is None:
-            base, region_ns = self.memory.alloc_region(tenant, self.arena_bytes)
-            latency += region_ns
-            if base >> TAG_SHIFT:
-                raise StorageError(f"board address {base:#x} is not below 2**{TAG_SHIFT}")
-            self.counters.region_bytes += self.arena_bytes
-            arena = space.add_arena(base, self.arena_bytes)
-            placed = arena, arena.take(length) or 0
-        arena, offset = placed
-        page = Page((space.tag << TAG_SHIFT) | (arena.base + offset), length, key, arena, offset)
-        space.insert(page)
-        self.counters.allocs += 1
-        self.counters.pages_in_use += 1
-        self.counters.bytes_stored += length
+        page, region_ns = self._new_page(tenant, key, length)
+        latency += region_ns
         if key is not None:
             try:
                 latency += self.index.apply(IndexUpdate(tenant, mapped={key: page.va}))
@@ -124,6 +111,41 @@ class PageStore:
                 self._drop(tenant, page)  # no handle went out: the page goes with the failure
                 raise
         return self._handle(tenant, page), False, latency
+
+    def alloc_pages(
+        self, tenant: int, count: int, length: int, lease_id: str, ttl_s: float, now: float
+    ) -> tuple[list[PageHandle], float, float]:
+        """`count` new pages of `length` bytes for one request, pinned by a new lease (no
+        content key: concurrent requests never share or free each other's pages); the
+        handles, the lease's expiry and the modelled latency."""
+        if not 0 < length <= self.arena_bytes:
+            raise BadLengthError(f"page of {length} bytes (limit {self.arena_bytes})")
+        if lease_id in self.leases.active:
+            raise ForeignPageError(f"lease {lease_id!r} exists already")
+        pages, latency = [], 0.0
+        try:
+            for _ in range(count):
+                page, region_ns = self._new_page(tenant, None, length)
+                pages.append(page)
+                latency += region_ns
+            expires = self.grant_lease(lease_id, tenant, [p.va for p in pages], ttl_s, now)
+        except PageStoreError:
+            for page in pages:
+                self._drop(tenant, page)
+            raise
+        return [self._handle(tenant, page) for page in pages], expires, latency
+
+    def handle(self, tenant: int, va: int) -> PageHandle:
+        """The handle of the live page that starts at `va`."""
+        page = self._spaces.page(tenant, va, 1)
+        if page.va != va:
+            raise UnmappedAddressError(f"{va:#x} is inside a page, not its start")
+        return self._handle(tenant, page)
+
+    @staticmethod
+    def board_address(va: int) -> int:
+        """The board address under a page address (without its tenant's tag)."""
+        return va & _ADDRESS_MASK
 
     def write(self, tenant: int, va: int, data: bytes) -> float:
         page = self._spaces.page(tenant, va, len(data))
@@ -218,6 +240,25 @@ class PageStore:
         return asdict(self.counters)
 
     # --- plumbing ---------------------------------------------------------------------------
+    def _new_page(self, tenant: int, key: PageKey | None, length: int) -> tuple[Page, float]:
+        """A page cut from one of the tenant's arenas, or from a new one; the region's cost."""
+        space, latency = self._spaces.open(tenant), 0.0
+        placed = space.place(length)
+        if placed is None:
+            base, latency = self.memory.alloc_region(tenant, self.arena_bytes)
+            if base >> TAG_SHIFT:
+                raise StorageError(f"board address {base:#x} is not below 2**{TAG_SHIFT}")
+            self.counters.region_bytes += self.arena_bytes
+            arena = space.add_arena(base, self.arena_bytes)
+            placed = arena, arena.take(length) or 0
+        arena, offset = placed
+        page = Page((space.tag << TAG_SHIFT) | (arena.base + offset), length, key, arena, offset)
+        space.insert(page)
+        self.counters.allocs += 1
+        self.counters.pages_in_use += 1
+        self.counters.bytes_stored += length
+        return page, latency
+
     def _release(self, tenant: int, pages: list[Page], lease_id: str | None = None) -> float:
         """Frees `pages` (and ends the lease) with one index update that unmaps their keys."""
         unmapped = {page.key: page.va for page in pages if page.key is not None}

@@ -14,7 +14,12 @@ import sys
 # Modules that each contribute top-level sub-commands, in the order `--help` lists them.
 _COMMAND_MODULES = ("deploy.make_model_cmd", "deploy.serve_cmd")
 # Modules that contribute sub-commands of `tetriserve bench`.
-_BENCH_MODULES = ("deploy.bench_hw", "deploy.bench_latency", "deploy.bench_workloads")
+_BENCH_MODULES = (
+    "deploy.bench_hw",
+    "deploy.bench_kv",
+    "deploy.bench_latency",
+    "deploy.bench_workloads",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from typing import Any
 from actors import metrics
 from actors.instances.serving_engine import ServingEngine
 from actors.kv.kv_client import KVClient, KVTransferError
-from actors.wire import delta_to_wire, handle_from_wire, request_from_wire
+from actors.wire import delta_to_wire, lease_pages, request_from_wire
 from cluster.config import SchedulingConfig
 from cluster.decode_admission import Candidate, RunningDecode, make_admission
 from cluster.kv_pages import tenant_id
@@ -86,11 +86,9 @@ class DecodeInstance:
         prior = tuple(task.prefill_output_token_ids)
         request = request_from_wire(task.request).continued(prior)
         lease = task.lease
+        tenant = tenant_id(self.model_id, request.adapter)
         consume = TransferParams(
-            "consume",
-            tenant_id(self.model_id, request.adapter),
-            lease.num_tokens,
-            pages=tuple(h for h in map(handle_from_wire, lease.pages) if h is not None),
+            "consume", tenant, lease.num_tokens, lease_pages(lease), lease.nonce
         )
         self.counters["requests"] += 1
         self.counters["kv_pages_leased"] += len(lease.pages)

@@ -1,17 +1,17 @@
 """The prefill role: runs a request's prompt through the engine as a KV producer.
 
-PrefillTask in → the request waits in the prefill queue (FCFS, SJF or LJF, sorted in
-batches of PrefillSchedBatch) → it is released to the engine when less than two chunks of
-prompt tokens are in flight there; the engine, whose token budget per forward pass is
-ChunkSize, packs released prompts into ChunkSize chunks in release order (long prompts
-split, short ones merged) and never decodes here (the prefill step ends at its first token)
-→ the KV connector writes the KV of every prompt token into memory-node pages, from a
-thread of its own → the first token goes out at once, whatever the sampling mode, since
-the decode side continues from it → the pages that arrived whole
-are pinned under a lease (looked up again, backing off, until every page is there or
-`page_wait_s` has passed) → the length predictor guesses the output length and the decode
-dispatcher picks a decode instance → DecodeTask out. A page that did not arrive ends the
-lease early; the decode side then recomputes from there.
+PrefillTask in → the request's pages are allocated at once, under a lease (one call through
+the switch, while the request waits its turn) → it waits in the prefill queue (FCFS, SJF or
+LJF, sorted in batches of PrefillSchedBatch) → it is released to the engine when less than
+two chunks of prompt tokens are in flight there; the engine, whose token budget per forward
+pass is ChunkSize, packs released prompts into ChunkSize chunks in release order (long
+prompts split, short ones merged: vLLM's own chunked prefill) and never decodes here (the
+prefill step ends at its first token) → its KV connector writes the KV of every prompt
+token into the lease's pages as each forward pass makes it, and seals them before the step
+ends → the first token goes out at once, whatever the sampling mode, since the decode side
+continues from it → the length predictor guesses the output length and the decode
+dispatcher picks a decode instance → DecodeTask out, with the lease. Without pages (the
+memory nodes could not be reached) the decode side recomputes the prompt.
 """
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from actors.instances.serving_engine import ServingEngine
 from actors.kv.kv_client import KVClient, KVTransferError
-from actors.wire import delta_to_wire, handle_to_wire, load_from_wire, request_from_wire
+from actors.wire import delta_to_wire, lease_pages, load_from_wire, request_from_wire
 from cluster.config import SchedulingConfig
 from cluster.decode_dispatch import make_dispatcher
-from cluster.kv_pages import PageHandle, PageKey, PageLayout, page_keys, tenant_id
+from cluster.kv_pages import PageLayout, tenant_id
 from cluster.kv_transfer import TransferParams
 from cluster.length_predictor import (
     LengthBuckets,
@@ -46,10 +45,6 @@ from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from tetriserve.v1 import kv_pb2, scheduling_pb2
 
 LEASE_TTL_S = 30.0
-# How long a lease waits for pages still on their way from the engine's KV connector, and
-# the first and longest pause between two lookups.
-PAGE_WAIT_S = 1.0
-PAGE_RETRY_S = (0.002, 0.02)
 # The engine holds at most this many chunks of released, not yet prefilled prompt tokens:
 # one being computed and one ready, so the engine never idles between chunks.
 CHUNKS_IN_ENGINE = 2
@@ -79,7 +74,6 @@ class PrefillInstance:
         self.model_id = model_id
         self.layout = layout
         self.chunk_tokens = chunk_tokens
-        self.page_wait_s = PAGE_WAIT_S
         self.heavy_decode_tokens = scheduling.heavy_decode_tokens
         self.queue = PrefillQueue(scheduling.prefill_policy, scheduling.prefill_sched_batch)
         self.released_tokens = 0
@@ -114,29 +108,47 @@ class PrefillInstance:
         request = request_from_wire(task.request)
         prompt = list(request.prompt_token_ids)
         tenant = tenant_id(self.model_id, request.adapter)
-        await self._wait_turn(request.request_id, len(prompt))
+        leasing = asyncio.ensure_future(asyncio.to_thread(self._lease, request, tenant, prompt))
+        handed_over = False
         try:
-            yield _event(started=scheduling_pb2.PrefillStarted())
-            first = await self._first_step(request, tenant, prompt)
+            await self._wait_turn(request.request_id, len(prompt))
+            try:
+                lease = await leasing
+                yield _event(started=scheduling_pb2.PrefillStarted())
+                first = await self._first_step(request, tenant, prompt, lease)
+            finally:
+                self.released_tokens -= len(prompt)
+                self._release_queued()
+            # The step stops at one token; the request ends there only at its own limit or
+            # when the engine ended it (end of sequence, an error).
+            ends = (
+                request.sampling.max_tokens == 1 or first.finish_reason is not FinishReason.LENGTH
+            )
+            shown = first if ends else dataclasses.replace(first, finish_reason=None)
+            yield _event(first_token=delta_to_wire(shown))
+            decode_task = scheduling_pb2.DecodeTask(
+                request=task.request,
+                decision=task.decision,
+                prompt_token_ids=prompt,
+                prefill_output_token_ids=first.token_ids,
+            )
+            if not ends:
+                self._dispatch(decode_task.decision, request, prompt)
+                decode_task.lease.CopyFrom(lease)
+            handed_over = not ends  # a lease nobody decodes from goes back here
+            yield _event(decode_task=decode_task)
         finally:
-            self.released_tokens -= len(prompt)
-            self._release_queued()
-        # The step stops at one token; the request ends there only at its own limit or when
-        # the engine ended it (end of sequence, an error).
-        ends = request.sampling.max_tokens == 1 or first.finish_reason is not FinishReason.LENGTH
-        shown = first if ends else dataclasses.replace(first, finish_reason=None)
-        yield _event(first_token=delta_to_wire(shown))
-        decode_task = scheduling_pb2.DecodeTask(
-            request=task.request,
-            decision=task.decision,
-            prompt_token_ids=prompt,
-            prefill_output_token_ids=first.token_ids,
-        )
-        if not ends:
-            self._dispatch(decode_task.decision, request, prompt)
-            lease = await asyncio.to_thread(self._lease, request, tenant, prompt)
-            decode_task.lease.CopyFrom(lease)
-        yield _event(decode_task=decode_task)
+            if not handed_over:
+                await self._give_back(leasing)
+
+    async def _give_back(self, leasing: asyncio.Future) -> None:
+        """The lease of a request that ended here (or was cancelled) goes back at once."""
+        try:
+            lease = await asyncio.shield(leasing)
+        except Exception:
+            return
+        if lease.lease_id:
+            await asyncio.to_thread(self.release_lease, lease.lease_id)
 
     def release_lease(self, lease_id: str) -> None:
         """A lease the request's owner no longer needs (its output ended with the first
@@ -179,13 +191,12 @@ class PrefillInstance:
             self._turns.pop(queued.request_id).set()
 
     async def _first_step(
-        self, request: GenerationRequest, tenant: int, prompt: list[int]
+        self, request: GenerationRequest, tenant: int, prompt: list[int], lease: kv_pb2.KVLease
     ) -> TokenDelta:
         """The prompt through the engine, up to its first token; the KV of every prompt
-        token goes to memory-node pages."""
-        produce = TransferParams(
-            "produce", tenant, len(prompt), self.model_id, request.adapter or ""
-        )
+        token goes into the lease's pages."""
+        pages = lease_pages(lease)
+        produce = TransferParams("produce", tenant, len(prompt), pages, lease.nonce)
         spec = request.sampling
         first_step = dataclasses.replace(spec, max_tokens=1, min_tokens=min(spec.min_tokens, 1))
         step_request = dataclasses.replace(request, sampling=first_step)
@@ -226,43 +237,17 @@ class PrefillInstance:
         return prediction.lower_tokens >= self.heavy_decode_tokens
 
     def _lease(self, request: GenerationRequest, tenant: int, prompt: list[int]) -> kv_pb2.KVLease:
-        """Pins the pages that arrived whole; stops at the first one that did not.
-
-        Every page is written whole and says in its trailer how many tokens it holds, so
-        the decode side checks that a page it reads is complete enough for its needs."""
-        count = len(prompt)
-        keys = page_keys(self.model_id, request.adapter, prompt, self.layout.block_size)
-        lease = kv_pb2.KVLease(lease_id=uuid.uuid4().hex, request_id=request.request_id)
+        """Fresh pages for every prompt token, pinned by a new lease; an empty lease when
+        the memory nodes cannot be reached (the decode side then recomputes)."""
+        lease_id = uuid.uuid4().hex
+        count = self.layout.num_pages(len(prompt))
         try:
-            handles = self._arrived(tenant, keys)
-        except KVTransferError:
-            return lease
-        pages: list[PageHandle] = []
-        for handle in handles:
-            if not self._whole(handle):
-                break  # this page, and so the ones after it, did not arrive whole
-            pages.append(handle)
-        if not pages:
-            return lease
-        try:
-            expires = self.kv.grant_lease(lease.lease_id, tenant, pages, LEASE_TTL_S)
-        except KVTransferError:
-            return lease
-        lease.expires_at_unix_s = expires
-        lease.num_tokens = min(count, len(pages) * self.layout.block_size)
-        lease.pages.extend(handle_to_wire(page) for page in pages)
+            lease = self.kv.alloc_pages(
+                tenant, count, self.layout.page_bytes, lease_id, LEASE_TTL_S
+            )
+        except KVTransferError as exc:
+            log.warning("no KV pages for %s, its decode recomputes: %s", request.request_id, exc)
+            return kv_pb2.KVLease(request_id=request.request_id)
+        lease.request_id = request.request_id
+        lease.num_tokens = len(prompt)
         return lease
-
-    def _whole(self, handle: PageHandle | None) -> bool:
-        return handle is not None and handle.length >= self.layout.page_bytes
-
-    def _arrived(self, tenant: int, keys: list[PageKey]) -> list[PageHandle | None]:
-        """The keys' pages once all arrived whole, or as they are after `page_wait_s`."""
-        deadline = time.monotonic() + self.page_wait_s
-        pause, longest = PAGE_RETRY_S
-        while True:
-            handles = self.kv.lookup(tenant, keys)
-            if all(map(self._whole, handles)) or time.monotonic() + pause > deadline:
-                return handles
-            time.sleep(pause)
-            pause = min(2 * pause, longest)

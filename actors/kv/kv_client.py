@@ -104,6 +104,30 @@ class KVClient:
             raise KVTransferError("INTERNAL", "the switch answered write_pages incompletely")
         return handles  # type: ignore[return-value]
 
+    def put_pages(self, tenant: int, pages: Sequence[tuple[PageHandle, bytes]]) -> None:
+        """Writes each page whole at its handle (pages allocated by `alloc_pages`), one call
+        per memory node."""
+        by_node: dict[str, list[kv_pb2.PageWrite]] = {}
+        for handle, data in pages:
+            write = kv_pb2.PageWrite(data=bytes(data), virtual_address=handle.virtual_address)
+            by_node.setdefault(handle.memory_node, []).append(write)
+        for node, writes in by_node.items():
+            request = kv_pb2.WritePagesRequest(tenant=tenant, pages=writes, memory_node=node)
+            self._call(self._kv.WritePages, request)
+
+    def alloc_pages(
+        self, tenant: int, count: int, length: int, lease_id: str, ttl_s: float = 0.0
+    ) -> kv_pb2.KVLease:
+        """`count` fresh pages of `length` bytes under a new lease (pages, nonce, expiry)."""
+        request = kv_pb2.AllocPagesRequest(
+            tenant=tenant, count=count, length=length, lease_id=lease_id, ttl_s=ttl_s
+        )
+        return self._call(self._kv.AllocPages, request).lease
+
+    def account(self, moved: Sequence[switch_pb2.MovedBytes]) -> int:
+        """Reports KV bytes moved one-sided to the switch; its modelled time (ns)."""
+        return self._call(self._switch.Account, switch_pb2.MovedReport(moved=moved)).latency_ns
+
     def read_pages(self, tenant: int, handles: Sequence[PageHandle]) -> list[bytes]:
         """The pages' bytes, in the order given, in one call."""
         request = kv_pb2.ReadPagesRequest(

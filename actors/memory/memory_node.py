@@ -1,18 +1,24 @@
 """MemoryNode actor: one disaggregated memory node holding KV pages for many tenants.
 
-Request path: engine -> KVClient -> SuperNICSwitch -> MemoryNode (this) -> PageStore -> board.
-Only switches call it, one method per MemoryNode rpc, each taking and returning a serialized
-kv.proto message. A refused request raises a `cluster.page_store` error, which Ray hands to
-the switch and the switch turns into a gRPC status. Leases are reaped on every call (and by
-`reap`), against `clock` (unix seconds). Deploy with `ray.remote(MemoryNode).remote("mem0")`;
-without a `memory` it stores pages on a Clio board model, and without an `index` it keeps
-content keys and leases in a Storm remote hash table (one-sided reads first, OCC transactions
-for every change), whose reads, RPCs, commits and aborts `stats()["index"]` counts.
+Request path, control: engine or instance -> KVClient -> SuperNICSwitch -> MemoryNode (this)
+-> PageStore -> board. Data, one-sided: an engine on this machine copies page bytes straight
+into and out of this node's shared arena (actors/kv/arena.py), at the places the handles of
+`alloc_pages` name; no code of this node runs for it. Data through the switch (an engine on
+another machine): `write_pages` and `read_pages`. Only switches call it, one method per
+MemoryNode rpc, each taking and returning a serialized kv.proto message. A refused request
+raises a `cluster.page_store` error, which Ray hands to the switch and the switch turns into
+a gRPC status. Leases are reaped on every call (and by `reap`), against `clock` (unix
+seconds). Deploy with `ray.remote(MemoryNode).remote("mem0")`; without a `memory` it stores
+pages on a Clio board model whose DRAM is the shared arena, and without an `index` it keeps
+content keys and leases in a Storm remote hash table (one-sided reads first, OCC
+transactions for every change), whose reads, RPCs, commits and aborts `stats()["index"]`
+counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 import zlib
 from collections import Counter
@@ -21,10 +27,15 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from actors.kv.arena import SharedArena
 from actors.memory.clio_memory import ClioMemory
 from actors.wire import handle_to_wire, key_from_wire
+from cluster.kv_pages import PageHandle
 from cluster.page_index import PageIndex
 from cluster.page_store import Memory, PageStore
+from fpga_models.clio.board import ClioBoard
+from fpga_models.clio.memory import MappedMemory
+from fpga_models.clio.params import ClioParams
 from fpga_models.storm.page_index import StormPageIndex
 from tetriserve.v1 import kv_pb2
 
@@ -38,14 +49,24 @@ class MemoryNode:
         memory: Memory | None = None,
         *,
         index: PageIndex | None = None,
-        arena_bytes: int = 4 << 20,
         lease_ttl_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        board: ClioParams | None = None,
     ) -> None:
         self.name = name
-        self.memory = memory if memory is not None else ClioMemory()
+        self.arena: SharedArena | None = None
+        params = board or ClioParams()
+        if memory is None:
+            self.arena = SharedArena.create(params.physical_memory_bytes)
+            mapped = MappedMemory(params.page_size, self.arena.buffer)
+            memory = ClioMemory(ClioBoard(params, memory=mapped))
+        self.memory = memory
         self.index = index if index is not None else StormPageIndex()
-        self.store = PageStore(self.memory, node=name, arena_bytes=arena_bytes, index=self.index)
+        # One store arena is one board page, so that a KV page never spans two frames and
+        # lies whole in the shared arena.
+        self.store = PageStore(
+            self.memory, node=name, arena_bytes=params.page_size, index=self.index
+        )
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
         self.ops: Counter[str] = Counter()
@@ -54,7 +75,8 @@ class MemoryNode:
         msg = self._open("alloc", kv_pb2.AllocRequest, request)
         key = key_from_wire(msg.key) if msg.HasField("key") else None
         handle, existed, latency = self.store.alloc(msg.tenant, key, msg.length)
-        return _reply(kv_pb2.AllocReply(handle=handle_to_wire(handle), existed=existed), latency)
+        located = handle_to_wire(self._located(handle))
+        return _reply(kv_pb2.AllocReply(handle=located, existed=existed), latency)
 
     def free(self, request: bytes) -> bytes:
         msg = self._open("free", kv_pb2.FreeRequest, request)
@@ -72,15 +94,43 @@ class MemoryNode:
         )
 
     def write_pages(self, request: bytes) -> bytes:
+        """Each page written whole: at its address, or allocated under its key first."""
         msg = self._open("write_pages", kv_pb2.WritePagesRequest, request)
         handles, latency = [], 0.0
         for page in msg.pages:
-            key = key_from_wire(page.key)
-            handle, _, alloc_ns = self.store.alloc(msg.tenant, key, len(page.data))
-            latency += alloc_ns + self.store.write(msg.tenant, handle.virtual_address, page.data)
-            written = dataclasses.replace(handle, checksum=zlib.crc32(page.data))
+            address = page.virtual_address
+            if not address:
+                key = key_from_wire(page.key)
+                handle, _, alloc_ns = self.store.alloc(msg.tenant, key, len(page.data))
+                address, latency = handle.virtual_address, latency + alloc_ns
+            latency += self.store.write(msg.tenant, address, page.data)
+            written = self._located(self.store.handle(msg.tenant, address))
+            written = dataclasses.replace(written, checksum=zlib.crc32(page.data))
             handles.append(handle_to_wire(written))
         return _reply(kv_pb2.WritePagesReply(handles=handles), latency)
+
+    def alloc_pages(self, request: bytes) -> bytes:
+        """A request's pages under a new lease, located in the shared arena."""
+        msg = self._open("alloc_pages", kv_pb2.AllocPagesRequest, request)
+        ttl_s = msg.ttl_s if msg.ttl_s > 0 else self.lease_ttl_s
+        handles, expires, latency = self.store.alloc_pages(
+            msg.tenant, msg.count, msg.length, msg.lease_id, ttl_s, self.clock()
+        )
+        lease = kv_pb2.KVLease(
+            lease_id=msg.lease_id,
+            pages=[handle_to_wire(self._located(handle)) for handle in handles],
+            expires_at_unix_s=expires,
+            nonce=secrets.randbits(64),
+        )
+        return _reply(kv_pb2.AllocPagesReply(lease=lease), latency)
+
+    def _located(self, handle: PageHandle) -> PageHandle:
+        """The handle with where its bytes sit in this node's shared arena, if it has one."""
+        if self.arena is None or not isinstance(self.memory, ClioMemory):
+            return handle
+        board = self.store.board_address(handle.virtual_address)
+        offset = self.memory.locate(handle.tenant, board)
+        return dataclasses.replace(handle, arena=self.arena.name, arena_offset=offset)
 
     def read_pages(self, request: bytes) -> bytes:
         msg = self._open("read_pages", kv_pb2.ReadPagesRequest, request)
@@ -103,7 +153,7 @@ class MemoryNode:
     def lookup(self, request: bytes) -> bytes:
         msg = self._open("lookup", kv_pb2.LookupRequest, request)
         found, latency = self.store.find(msg.tenant, [key_from_wire(key) for key in msg.keys])
-        handles = [handle_to_wire(h) if h else kv_pb2.KVPageHandle() for h in found]
+        handles = [handle_to_wire(self._located(h)) if h else kv_pb2.KVPageHandle() for h in found]
         return _reply(kv_pb2.LookupReply(handles=handles), latency)
 
     def grant_lease(self, request: bytes) -> bytes:
@@ -136,6 +186,12 @@ class MemoryNode:
 
     def ready(self) -> bool:
         return True
+
+    def close(self) -> None:
+        """Gives the shared arena back (the pages in it are gone)."""
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
 
     def _open(self, op: str, message_type: type[M], request: bytes) -> M:
         self.ops[op] += 1

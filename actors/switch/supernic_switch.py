@@ -197,16 +197,32 @@ class SuperNICSwitch:
         waited = self.limiter.wait(tenant, len(payload)) + self.fair.admit(tenant, len(payload))
         sent = self._transmit(tenant, payload, chain)
         wire = len(sent.payload) + sum(len(copy) for copy in sent.replicas)
-        self.fair.record(tenant, ingress=len(payload), egress=wire)
+        self._meter(tenant, len(payload), wire, inbound, waited)
+        return sent
+
+    def account(self, tenant: str, to_memory: int, from_memory: int, transfers: int) -> float:
+        """KV bytes an engine moved one-sided, through the memory node's shared arena on this
+        machine: priced as plain switching (no network task pays on a memory bus) and counted
+        as bytes the switch carried, for its tenants' counters and fair shares. Returns the
+        modelled time of the transfers."""
+        transfers, latency = max(transfers, 1), 0.0
+        for nbytes, inbound in ((to_memory, True), (from_memory, False)):
+            if nbytes:
+                with self._lock:
+                    latency += transfers * self.snic.price(tenant, nbytes // transfers)
+                self._meter(tenant, nbytes, nbytes, inbound, waited=0.0)
+        return latency
+
+    def _meter(self, tenant: str, nbytes: int, wire: int, inbound: bool, waited: float) -> None:
+        self.fair.record(tenant, ingress=nbytes, egress=wire)
         with self._lock:
             usage = self.tenants.setdefault(tenant, TenantBytes())
             if inbound:
-                usage.bytes_in += len(payload)
+                usage.bytes_in += nbytes
             else:
-                usage.bytes_out += len(payload)
+                usage.bytes_out += nbytes
             usage.bytes_on_wire += wire
             usage.waited_s += waited
-        return sent
 
     def _transmit(
         self,

@@ -98,6 +98,17 @@ class SwitchService(kv_pb2_grpc.MemoryNodeServicer, switch_pb2_grpc.SuperNICSwit
         return reply
 
     @_rpc
+    def AllocPages(
+        self, request: kv_pb2.AllocPagesRequest, context: grpc.ServicerContext
+    ) -> Message:
+        if not request.memory_node:
+            request.memory_node = self.switch.place(request.lease_id.encode(), request.tenant)
+        reply = self._one(context, "alloc_pages", request, kv_pb2.AllocPagesReply)
+        for handle in reply.lease.pages:
+            handle.memory_node = request.memory_node
+        return reply
+
+    @_rpc
     def Free(self, request: kv_pb2.FreeRequest, context: grpc.ServicerContext) -> Message:
         return self._one(context, "free", request, kv_pb2.FreeReply)
 
@@ -214,6 +225,14 @@ class SwitchService(kv_pb2_grpc.MemoryNodeServicer, switch_pb2_grpc.SuperNICSwit
             latency_ns=round(sent.latency_ns),
             replicas=[REPLICA] * len(sent.replicas),
         )
+
+    @_rpc
+    def Account(self, request: switch_pb2.MovedReport, context: grpc.ServicerContext) -> Message:
+        latency_ns = sum(
+            self.switch.account(m.tenant, m.to_memory, m.from_memory, m.transfers)
+            for m in request.moved
+        )
+        return switch_pb2.MovedAck(latency_ns=round(latency_ns))
 
     @_rpc
     def Stats(

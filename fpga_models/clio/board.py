@@ -2,6 +2,7 @@
 
     board = ClioBoard(ClioParams(), seed=0)
     va, ns = board.ralloc(pid, 1 << 20)          # slow path, installs invalid PTEs
+    frames, ns = board.rmap(pid, va, 1 << 20)    # pages faulted in for one-sided access
     ns = board.rwrite(pid, va, b"kv page bytes")  # fast path, real bytes stored
     data, ns = board.rread(pid, va, 13)
     handle = board.rread_async(pid, va, 13); data, ns = board.rpoll(pid, handle)
@@ -27,7 +28,7 @@ from fpga_models.clio.allocator import SlowPath
 from fpga_models.clio.errors import ClioError, ForeignHandle
 from fpga_models.clio.fast_path import LOCK_WORD_BYTES, BoardWork, FastPath
 from fpga_models.clio.latency import ClioLatencyModel
-from fpga_models.clio.memory import PhysicalMemory
+from fpga_models.clio.memory import MappedMemory, PhysicalMemory
 from fpga_models.clio.page_table import HashPageTable
 from fpga_models.clio.params import ClioParams
 from fpga_models.clio.tlb import Tlb
@@ -69,12 +70,18 @@ class _ClientLibrary:
 
 
 class ClioBoard:
-    def __init__(self, params: ClioParams | None = None, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        params: ClioParams | None = None,
+        *,
+        seed: int = 0,
+        memory: PhysicalMemory | MappedMemory | None = None,
+    ) -> None:
         self.params = params or ClioParams()
         latency_seed, transport_seed = np.random.SeedSequence(seed).spawn(2)
         self.page_table = HashPageTable(self.params.pte_slots, self.params.bucket_entries)
         self.tlb = Tlb(self.params.tlb_entries)
-        self.memory = PhysicalMemory(self.params.page_size)
+        self.memory = memory if memory is not None else PhysicalMemory(self.params.page_size)
         self.slow_path = SlowPath(self.params, self.page_table, self.tlb)
         self.fast_path = FastPath(
             self.params, self.page_table, self.tlb, self.slow_path, self.memory
@@ -105,6 +112,18 @@ class ClioBoard:
             return None, self.latency.slow_path_ns(0, len(released), False)
 
         return self._sync(pid, execute, mutating=True)[1]
+
+    def rmap(self, pid: int, va: int, nbytes: int) -> Timed[list[int]]:
+        """Opens [va, va + nbytes) to one-sided access by clients on the board's machine,
+        as an RDMA memory registration does: every page is faulted in and its frame fixed
+        until rfree; the frames, in address order, and one translation round trip each."""
+
+        def execute() -> tuple[list[int], float]:
+            frames, work = self.fast_path.frames(pid, va, nbytes)
+            return frames, self.latency.data_request_ns(0, 0, work)
+
+        frames, latency = self._sync(pid, execute, mutating=True)
+        return Timed(frames, latency)
 
     # --- synchronous data requests -------------------------------------------------------------
     def rread(self, pid: int, va: int, nbytes: int) -> Timed[bytes]:

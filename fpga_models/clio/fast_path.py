@@ -19,7 +19,7 @@ from fpga_models.clio.errors import (
     ReadOnlyViolation,
     UnmappedAddress,
 )
-from fpga_models.clio.memory import PhysicalMemory
+from fpga_models.clio.memory import MappedMemory, PhysicalMemory
 from fpga_models.clio.page_table import HashPageTable
 from fpga_models.clio.params import ClioParams
 from fpga_models.clio.tlb import Tlb
@@ -47,7 +47,7 @@ class FastPath:
         page_table: HashPageTable,
         tlb: Tlb,
         slow_path: SlowPath,
-        memory: PhysicalMemory,
+        memory: PhysicalMemory | MappedMemory,
     ) -> None:
         self.params = params
         self.page_table = page_table
@@ -89,6 +89,16 @@ class FastPath:
         for vpn, offset, length, at in self._pages(va, len(data)):
             self.memory.write(self._translate(pid, vpn, work), offset, view[at : at + length])
         return work
+
+    def frames(self, pid: int, va: int, nbytes: int) -> tuple[list[int], BoardWork]:
+        """The frames under [va, va + nbytes) (one writable range, of any length), each
+        faulted in now if it was not yet."""
+        mapped = self.check(pid, va, 1, write=True)
+        if nbytes <= 0 or va + nbytes > mapped.end:
+            raise OutOfRange(f"{nbytes} bytes at {va:#x} leave the range at {mapped.start:#x}")
+        work = BoardWork()
+        frames = [self._translate(pid, vpn, work) for vpn, *_ in self._pages(va, nbytes)]
+        return frames, work
 
     def test_and_set(self, pid: int, va: int) -> tuple[bool, BoardWork]:
         """Atomically set the lock word at `va`; True when it was free (lock acquired)."""

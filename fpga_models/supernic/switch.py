@@ -96,6 +96,28 @@ class SuperNIC:
             raise Dropped(f"{self.name}: tenant {tenant!r} over its rate, packet dropped")
         return self.forward(tenant, payload, chain, parsed, arrival, meta=meta)
 
+    def price(self, tenant: str, nbytes: int) -> float:
+        """The latency of a message through plain switching (no network task) that meets an
+        idle datapath: what `transmit(tenant, payload, chain=())` charges such a message,
+        in closed form, with no work per segment. Counts it to the tenant.
+
+        Full segments enter and leave back to back; a shorter last one enters sooner than
+        the egress port is free for it."""
+        p, framing = self.params, self.framing
+        full, rest = divmod(max(nbytes, 0), framing.max_payload_bytes)
+        full_ns = self._wire_ns([framing.max_payload_bytes])
+        fixed = 2 * p.mac_phy_ns + p.core_ns + p.scheduler_ns
+        egress = full * framing.wire_bytes(framing.max_payload_bytes)
+        latency = full * full_ns + fixed
+        if rest or full == 0:
+            rest_ns = self._wire_ns([rest])
+            latency += rest_ns + (max(full_ns, rest_ns) if full else rest_ns)
+            egress += framing.wire_bytes(rest)
+        else:
+            latency += full_ns
+        self._count(tenant, nbytes, egress, (), [], latency)
+        return latency
+
     def receive(self, tenant: str, nbytes: int, arrival_ns: float) -> list[float] | None:
         """Ingress half of the datapath: the message's segments enter the tenant's link back
         to back, then wait for the tenant's tokens. Returns when each segment leaves the

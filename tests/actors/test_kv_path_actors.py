@@ -1,4 +1,5 @@
-"""The KV path on local Ray: KVClient -> gRPC -> SuperNICSwitch actor -> MemoryNode actors."""
+"""The KV path on local Ray: KVClient -> gRPC -> SuperNICSwitch actor -> MemoryNode actors,
+and an engine's one-sided path (actors/kv/page_io.py) into a memory node's shared arena."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import ray
+import torch
 
 from actors.kv.kv_client import KVClient, KVTransferError
+from actors.kv.page_io import PageIO
 from actors.memory.memory_node import MemoryNode
 from actors.switch.supernic_switch import SuperNICSwitch
+from actors.wire import lease_pages
 from cluster.kv_pages import PageHandle, PageKey, page_keys, tenant_id
 
 pytestmark = pytest.mark.actors
@@ -84,9 +88,10 @@ def test_pages_round_trip_for_two_tenants_over_both_nodes(path: KVPath) -> None:
         handles = store_pages(client, tenant, keys, pages)
         assert [client.read_page(h) for h in handles] == pages
         assert client.lookup(tenant, keys) == [
-            PageHandle(h.key, h.memory_node, tenant, h.virtual_address, PAGE, zlib.crc32(p))
+            dataclasses.replace(h, length=PAGE, checksum=zlib.crc32(p))
             for h, p in zip(handles, pages, strict=True)
         ]
+        assert all(h.arena and h.arena_offset % 4 == 0 for h in handles)  # one-sided too
         assert client.alloc(tenant, keys[0], PAGE).virtual_address == handles[0].virtual_address
         stored[tenant] = handles
     assert {h.memory_node for handles in stored.values() for h in handles} == set(NODES)
@@ -225,6 +230,90 @@ def test_rate_limited_tenant_waits_and_is_not_dropped(path: KVPath) -> None:
     assert path.stats()["tenants"][str(tenant)]["waited_s"] > 0.15
 
 
+def kv_cache(layers: int, blocks: int, block_floats: int, seed: int) -> list[torch.Tensor]:
+    """Caches laid out as the CPU backend's: one [blocks, ...] tensor per layer."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(blocks, block_floats, generator=generator) for _ in range(layers)]
+
+
+def one_sided(path: KVPath) -> tuple[PageIO, int]:
+    layers, block_floats = 3, 1024
+    return PageIO(path.client, block_floats * 4, layers), layers * block_floats * 4 + 16
+
+
+def write(io: PageIO, handles: list, caches: list[torch.Tensor], blocks: list[int]) -> None:
+    for layer, cache in enumerate(caches):
+        io.write_layer(handles, layer, cache, blocks)
+
+
+def read(io: PageIO, placed, caches: list[torch.Tensor], blocks: list[int]) -> None:
+    for layer, cache in enumerate(caches):
+        io.read_layer(placed, layer, cache, blocks)
+
+
+def test_pages_written_one_sided_read_back_and_are_the_memory_nodes_own(path: KVPath) -> None:
+    io, page_bytes = one_sided(path)
+    tenant, _ = tenant_keys("arena", 1)
+    lease = path.client.alloc_pages(tenant, 4, page_bytes, "arena-lease")
+    handles = list(lease_pages(lease))
+    assert all(h.arena for h in handles) and len({h.memory_node for h in handles}) == 1
+    source, target = kv_cache(3, 8, 1024, seed=1), kv_cache(3, 8, 1024, seed=2)
+    write(io, handles, source, [2, 3, 4, 6])  # one run of three blocks, then another
+    io.seal(tenant, [(h, 32) for h in handles], lease.nonce)
+    placed = io.read(tenant, [(h, 32) for h in handles], lease.nonce)
+    assert placed.failure is None
+    read(io, placed, target, [0, 7, 1, 5])
+    for got, want in zip(target, source, strict=True):
+        assert [torch.equal(got[a], want[b]) for a, b in ((0, 2), (7, 3), (1, 4), (5, 6))] == [
+            True
+        ] * 4
+    # The arena is the memory node's own memory: the switch path reads the same bytes.
+    first = placed.page(0).numpy().tobytes()
+    assert path.client.read_pages(tenant, handles[:1]) == [first]
+    io.report()  # the bytes moved one-sided, accounted as if they had crossed the switch
+    counted = path.stats()["tenants"][str(tenant)]
+    assert (counted["bytes_in"], counted["bytes_out"]) == (4 * page_bytes, 5 * page_bytes)
+    assert path.client.release_lease("arena-lease") == 4
+
+
+def test_a_page_of_another_lease_or_not_yet_whole_is_refused(path: KVPath) -> None:
+    io, page_bytes = one_sided(path)
+    tenant, _ = tenant_keys("stale", 1)
+    lease = path.client.alloc_pages(tenant, 2, page_bytes, "stale-lease")
+    first, second = lease_pages(lease)
+    write(io, [first], kv_cache(3, 2, 1024, seed=3), [0])
+    io.seal(tenant, [(first, 20)], lease.nonce)
+    assert io.read(tenant, [(first, 20)], lease.nonce).failure is None
+    for pages, nonce, why in (
+        ([(first, 20), (second, 1)], lease.nonce, "not sealed"),  # never written
+        ([(first, 20)], lease.nonce + 1, "not sealed"),  # as another lease would see it
+        ([(first, 21)], lease.nonce, "holds 20 tokens, 21 needed"),
+    ):
+        placed = io.read(tenant, pages, nonce)
+        assert why in placed.failure
+        assert len(placed.places) == (1 if len(pages) == 2 else 0)  # the good ones before it
+    path.client.release_lease("stale-lease")
+
+
+def test_an_engine_on_another_machine_goes_through_the_switch(path: KVPath) -> None:
+    io, page_bytes = one_sided(path)
+    tenant, _ = tenant_keys("far", 1)
+    lease = path.client.alloc_pages(tenant, 2, page_bytes, "far-lease")
+    # Handles whose arena is on no machine here, as another machine's engine sees them.
+    far = [dataclasses.replace(h, arena="") for h in lease_pages(lease)]
+    ops_before = path.stats()["ops"]
+    source, target = kv_cache(3, 2, 1024, seed=4), kv_cache(3, 2, 1024, seed=5)
+    write(io, far, source, [0, 1])
+    io.seal(tenant, [(h, 32) for h in far], lease.nonce)
+    read(io, io.read(tenant, [(h, 32) for h in far], lease.nonce), target, [0, 1])
+    assert all(torch.equal(a, b) for a, b in zip(source, target, strict=True))
+    ops = path.stats()["ops"]
+    assert ops["WritePages"] - ops_before.get("WritePages", 0) == 1  # the step's pages at once
+    assert ops["ReadPages"] - ops_before.get("ReadPages", 0) == 1
+    path.client.release_lease("far-lease")
+
+
+# Last: it leaves a dead memory node behind the switch.
 def test_a_killed_memory_node_fails_reads_within_the_timeout(path: KVPath) -> None:
     doomed = memory_node("doomed")
     ray.get(path.switch.add_memory_node.remote("doomed", doomed))

@@ -17,6 +17,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -269,12 +270,15 @@ def test_a_seeded_sampled_request_gives_the_same_text_every_run(client: openai.O
     assert any(first[(p, 1)] != first[(p, 2)] for p in prompts)
 
 
-def test_switch_compresses_and_checks_real_kv_pages(client: openai.OpenAI) -> None:
+def test_the_switch_accounts_the_kv_bytes_engines_moved_one_sided(client: openai.OpenAI) -> None:
     switch = ray.get_actor("switch-0", namespace="tetriserve-test")
+    time.sleep(0.5)  # the engines report what they moved every 0.2 s
     stats = ray.get(switch.stats.remote())
-    assert stats["bytes_carried"] > 0 and stats["checksums_verified"] > 0
-    assert stats["compression_ratio"] >= 1.0
-    print(f"compression ratio on the engine's KV pages: {stats['compression_ratio']:.3f}")
+    tenants = stats["tenants"].values()
+    assert sum(t["bytes_in"] for t in tenants) > 0 and sum(t["bytes_out"] for t in tenants) > 0
+    # On one machine the pages never crossed a network: no checksum or compression ran.
+    assert stats["checksums_verified"] == 0 and stats["compression_ratio"] == 1.0
+    assert ray.get(switch.stats.remote())["ops"]["Account"] > 0
 
 
 def test_adapters_never_share_kv(client: openai.OpenAI, reference: dict) -> None:

@@ -16,7 +16,8 @@ from fpga_models.clio.errors import (
     ReadOnlyViolation,
     UnmappedAddress,
 )
-from fpga_models.clio.params import ClioParams
+from fpga_models.clio.memory import MappedMemory
+from fpga_models.clio.params import MIB, ClioParams
 
 PAGE = 4096
 SMALL = ClioParams(page_size=PAGE, physical_memory_bytes=256 * PAGE, max_request_bytes=16 * PAGE)
@@ -181,3 +182,22 @@ def test_dedup_buffer_is_three_timeouts_of_bandwidth() -> None:
     requests_per_ns = params.link_gbps / (params.framing.wire_bytes(0) * 8)
     assert params.dedup_buffer_entries == int(3 * params.request_timeout_ns * requests_per_ns)
     assert ClioBoard(params).transport.dedup.entries == params.dedup_buffer_entries
+
+
+def test_a_mapped_range_lies_in_fixed_frames_of_a_buffer_clients_share() -> None:
+    params = ClioParams(physical_memory_bytes=64 * MIB)
+    shared = bytearray(params.physical_memory_bytes)
+    board = ClioBoard(params, memory=MappedMemory(params.page_size, memoryview(shared)))
+    va = board.ralloc(1, 2 * params.page_size).value
+    frames, latency = board.rmap(1, va, 2 * params.page_size)
+    assert len(frames) == 2 and len(set(frames)) == 2 and latency > 0
+    # A client on the board's machine writes one-sided, where the frame sits in the buffer...
+    at = frames[1] * params.page_size + 100
+    shared[at : at + 5] = b"hello"
+    # ...and the board's own path reads it at the virtual address, and the other way round.
+    assert board.rread(1, va + params.page_size + 100, 5).value == b"hello"
+    board.rwrite(1, va + 7, b"world")
+    assert bytes(shared[frames[0] * params.page_size + 7 :][:5]) == b"world"
+    assert board.rmap(1, va, 2 * params.page_size).value == frames  # fixed until rfree
+    board.rfree(1, va)
+    assert not any(shared[frames[0] * params.page_size :][: params.page_size])  # scrubbed

@@ -143,3 +143,11 @@ def test_overloaded_nt_scales_out_in_the_traffic_loop() -> None:
     assert [event.task for event in report.scale_events] == ["compress"]
     assert len(run.snic.scheduler.instances["compress"]) == 2
     assert report.delivered_gbps["big"] == pytest.approx(60.0, rel=0.1)
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 1456, 1457, 65_536, 786_448, 2 * 1024 * 1024 + 16])
+def test_price_is_what_plain_switching_charges_an_idle_datapath(nbytes: int) -> None:
+    charged = SuperNIC().transmit("t", bytes(nbytes), chain=()).latency_ns
+    priced = SuperNIC()
+    assert priced.price("t", nbytes) == pytest.approx(charged, rel=1e-12)
+    assert priced.counters["t"].ingress_bytes == nbytes

@@ -1,8 +1,9 @@
 """The prefill and decode roles' own scheduling, around a fake engine (no vLLM, no Ray).
 
 Prefill: requests enter the engine in the queue policy's order, at most two chunks of
-prompt tokens at a time; the lease waits for pages still on their way. Decode: admission
-holds a request whose predicted KV does not fit until a running one finishes.
+prompt tokens at a time; each takes its pages' lease up front and gives it back when it
+ends there. Decode: admission holds a request whose predicted KV does not fit until a
+running one finishes.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import pytest
 
 from actors.instances.decode_instance import DecodeInstance
 from actors.instances.prefill_instance import PrefillInstance
-from actors.wire import request_to_wire
+from actors.kv.kv_client import KVTransferError
+from actors.wire import handle_to_wire, request_to_wire
 from cluster.config import SchedulingConfig
 from cluster.kv_pages import PageHandle, PageLayout
 from cluster.placement import InstanceLoad
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
-from tetriserve.v1 import generate_pb2, scheduling_pb2
+from tetriserve.v1 import generate_pb2, kv_pb2, scheduling_pb2
 
 
 class FakeEngine:
@@ -63,29 +65,26 @@ class FakeServingEngine:
 
 
 class FakeKVClient:
-    """Pages arrive whole at the `arrive_at`-th lookup (never, by default); counts lookups
-    and keeps the pages each lease pinned."""
+    """Hands out leases of made-up pages (or fails, when the memory nodes are `down`);
+    keeps the leases it gave and the ones given back."""
 
-    def __init__(self, page_bytes: int = 0, arrive_at: int | None = None) -> None:
-        self.page_bytes = page_bytes
-        self.arrive_at = arrive_at
-        self.lookups = 0
-        self.leased: dict[str, list] = {}
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+        self.leases: dict[str, kv_pb2.KVLease] = {}
+        self.released: list[str] = []
 
-    def lookup(self, tenant: int, keys: list) -> list:
-        self.lookups += 1
-        if self.arrive_at is None or self.lookups < self.arrive_at:
-            return [None] * len(keys)
-        return [
-            PageHandle(k, "memory-0", tenant, 4096 * i, self.page_bytes) for i, k in enumerate(keys)
-        ]
+    def alloc_pages(
+        self, tenant: int, count: int, length: int, lease_id: str, _ttl_s: float
+    ) -> kv_pb2.KVLease:
+        if self.down:
+            raise KVTransferError("UNAVAILABLE", "no memory node answers")
+        pages = [PageHandle(None, "memory-0", tenant, 4096 * i, length) for i in range(count)]
+        lease = kv_pb2.KVLease(lease_id=lease_id, nonce=7, pages=map(handle_to_wire, pages))
+        self.leases[lease_id] = lease
+        return lease
 
-    def grant_lease(self, lease_id: str, _tenant: int, pages: list, _ttl_s: float) -> float:
-        self.leased[lease_id] = list(pages)
-        return 1.0e9
-
-    def release_lease(self, _lease_id: str) -> None:
-        return None
+    def release_lease(self, lease_id: str) -> None:
+        self.released.append(lease_id)
 
 
 LAYOUT = PageLayout(num_layers=1, num_kv_heads=1, head_dim=8, block_size=32, dtype_bytes=4)
@@ -111,9 +110,7 @@ def _prefill_role(
 ) -> PrefillInstance:
     scheduling = SchedulingConfig(prefill_policy=policy, length_train_file=train)
     kv = kv or FakeKVClient()
-    role = PrefillInstance(serving, kv, "model", LAYOUT, scheduling, chunk_tokens=64)
-    role.page_wait_s = 0.0  # a page that is not there at the first look never arrives
-    return role
+    return PrefillInstance(serving, kv, "model", LAYOUT, scheduling, chunk_tokens=64)
 
 
 def test_prefill_role_trains_its_length_predictor_from_a_sharegpt_file(tmp_path: Path) -> None:
@@ -139,7 +136,7 @@ def _events(messages: list[bytes]) -> list[scheduling_pb2.PrefillEvent]:
     return [scheduling_pb2.PrefillEvent.FromString(message) for message in messages]
 
 
-def test_prefill_sends_the_first_token_before_it_takes_the_lease() -> None:
+def test_prefill_streams_its_first_token_then_the_lease_it_took_up_front() -> None:
     async def scenario() -> None:
         kv = FakeKVClient()
         role = _prefill_role(FakeServingEngine(), kv=kv)
@@ -147,44 +144,39 @@ def test_prefill_sends_the_first_token_before_it_takes_the_lease() -> None:
         stream = role.prefill(_prefill_task(_request("r", 40, max_tokens=4)))
         started = scheduling_pb2.PrefillEvent.FromString(await anext(stream))
         assert started.WhichOneof("event") == "started"
+        assert len(kv.leases) == 1  # taken while the request waited its turn
         first = scheduling_pb2.PrefillEvent.FromString(await anext(stream)).first_token
         unfinished = generate_pb2.FINISH_REASON_UNSPECIFIED
-        assert (list(first.token_ids), first.finish_reason, kv.lookups) == ([7], unfinished, 0)
+        assert (list(first.token_ids), first.finish_reason) == ([7], unfinished)
         task = scheduling_pb2.PrefillEvent.FromString(await anext(stream)).decode_task
-        assert kv.lookups == 1 and task.decision.decode_instance == "decode-0"
+        assert task.decision.decode_instance == "decode-0"
         assert list(task.prompt_token_ids) == list(range(3, 43))
         assert list(task.prefill_output_token_ids) == [7]  # the decode continues from it
+        # The KV of all 40 prompt tokens: two 32-token pages, written under the lease.
+        (lease_id,) = kv.leases
+        assert (task.lease.lease_id, len(task.lease.pages), task.lease.num_tokens) == (
+            lease_id,
+            2,
+            40,
+        )
+        assert kv.released == []  # the owner holds it now
 
     asyncio.run(scenario())
 
 
-async def _prefilled(role: PrefillInstance, request: GenerationRequest):
-    role.decode_loads = {"decode-0": InstanceLoad("decode-0", free_kv_tokens=10_000)}
-    messages = [m async for m in role.prefill(_prefill_task(request))]
-    return _events(messages)[-1].decode_task
+def test_without_memory_nodes_the_decode_task_has_no_lease_and_recomputes() -> None:
+    async def scenario() -> None:
+        role = _prefill_role(FakeServingEngine(), kv=FakeKVClient(down=True))
+        role.decode_loads = {"decode-0": InstanceLoad("decode-0", free_kv_tokens=10_000)}
+        messages = [m async for m in role.prefill(_prefill_task(_request("r", 70, 4)))]
+        task = _events(messages)[-1].decode_task
+        assert (task.lease.lease_id, len(task.lease.pages), task.lease.num_tokens) == ("", 0, 0)
+        assert task.decision.decode_instance == "decode-0"
+
+    asyncio.run(scenario())
 
 
-def test_lease_waits_for_pages_still_on_their_way() -> None:
-    kv = FakeKVClient(LAYOUT.page_bytes, arrive_at=3)
-    role = _prefill_role(FakeServingEngine(), kv=kv)
-    role.page_wait_s = 5.0
-    task = asyncio.run(_prefilled(role, _request("r", 70, max_tokens=4)))
-    # The KV of all 70 prompt tokens: three 32-token pages.
-    assert (kv.lookups, len(task.lease.pages), task.lease.num_tokens) == (3, 3, 70)
-    assert len(kv.leased[task.lease.lease_id]) == 3
-
-
-def test_lease_gives_up_on_missing_pages_after_page_wait_s() -> None:
-    kv = FakeKVClient(LAYOUT.page_bytes)  # no page ever arrives
-    role = _prefill_role(FakeServingEngine(), kv=kv)
-    role.page_wait_s = 0.05
-    task = asyncio.run(_prefilled(role, _request("r", 70, max_tokens=4)))
-    assert kv.lookups > 1 and not kv.leased
-    assert (len(task.lease.pages), task.lease.num_tokens) == (0, 0)
-    assert task.decision.decode_instance == "decode-0"  # the decode recomputes the prompt
-
-
-def test_prefill_that_is_the_whole_answer_sends_a_finished_token_and_no_decode() -> None:
+def test_prefill_that_is_the_whole_answer_gives_its_lease_back() -> None:
     async def scenario() -> None:
         kv = FakeKVClient()
         role = _prefill_role(FakeServingEngine(), kv=kv)
@@ -192,7 +184,26 @@ def test_prefill_that_is_the_whole_answer_sends_a_finished_token_and_no_decode()
         _started, first, task = _events(messages)
         assert first.first_token.finish_reason == generate_pb2.FINISH_REASON_LENGTH
         assert not task.decode_task.decision.decode_instance
-        assert (len(messages), kv.lookups) == (3, 0)
+        assert not task.decode_task.lease.lease_id
+        assert kv.released == list(kv.leases)
+
+    asyncio.run(scenario())
+
+
+def test_a_prefill_cancelled_in_the_queue_gives_its_lease_back() -> None:
+    async def scenario() -> None:
+        serving, kv = FakeServingEngine(), FakeKVClient()
+        role = _prefill_role(serving, kv=kv)
+        serving.gates["long"] = asyncio.Event()
+        long = asyncio.create_task(_drain(role.prefill(_prefill_task(_request("long", 200)))))
+        waiting = asyncio.create_task(_drain(role.prefill(_prefill_task(_request("w", 10)))))
+        await asyncio.sleep(0.05)
+        assert role.load().queued == 1
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert len(kv.released) == 1 and role.load().queued == 0
+        serving.gates["long"].set()
+        await long
 
     asyncio.run(scenario())
 

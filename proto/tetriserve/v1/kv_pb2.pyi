@@ -19,34 +19,64 @@ class KVPageKey(_message.Message):
     def __init__(self, model: _Optional[str] = ..., adapter: _Optional[str] = ..., prefix_hash: _Optional[bytes] = ..., block_index: _Optional[int] = ...) -> None: ...
 
 class KVPageHandle(_message.Message):
-    __slots__ = ("key", "memory_node", "tenant", "virtual_address", "length", "checksum")
+    __slots__ = ("key", "memory_node", "tenant", "virtual_address", "length", "checksum", "arena", "arena_offset")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    ARENA_FIELD_NUMBER: _ClassVar[int]
+    ARENA_OFFSET_FIELD_NUMBER: _ClassVar[int]
     key: KVPageKey
     memory_node: str
     tenant: int
     virtual_address: int
     length: int
     checksum: int
-    def __init__(self, key: _Optional[_Union[KVPageKey, _Mapping]] = ..., memory_node: _Optional[str] = ..., tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., length: _Optional[int] = ..., checksum: _Optional[int] = ...) -> None: ...
+    arena: str
+    arena_offset: int
+    def __init__(self, key: _Optional[_Union[KVPageKey, _Mapping]] = ..., memory_node: _Optional[str] = ..., tenant: _Optional[int] = ..., virtual_address: _Optional[int] = ..., length: _Optional[int] = ..., checksum: _Optional[int] = ..., arena: _Optional[str] = ..., arena_offset: _Optional[int] = ...) -> None: ...
 
 class KVLease(_message.Message):
-    __slots__ = ("lease_id", "request_id", "pages", "num_tokens", "expires_at_unix_s")
+    __slots__ = ("lease_id", "request_id", "pages", "num_tokens", "expires_at_unix_s", "nonce")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PAGES_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     request_id: str
     pages: _containers.RepeatedCompositeFieldContainer[KVPageHandle]
     num_tokens: int
     expires_at_unix_s: float
-    def __init__(self, lease_id: _Optional[str] = ..., request_id: _Optional[str] = ..., pages: _Optional[_Iterable[_Union[KVPageHandle, _Mapping]]] = ..., num_tokens: _Optional[int] = ..., expires_at_unix_s: _Optional[float] = ...) -> None: ...
+    nonce: int
+    def __init__(self, lease_id: _Optional[str] = ..., request_id: _Optional[str] = ..., pages: _Optional[_Iterable[_Union[KVPageHandle, _Mapping]]] = ..., num_tokens: _Optional[int] = ..., expires_at_unix_s: _Optional[float] = ..., nonce: _Optional[int] = ...) -> None: ...
+
+class AllocPagesRequest(_message.Message):
+    __slots__ = ("tenant", "count", "length", "lease_id", "ttl_s", "memory_node")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
+    tenant: int
+    count: int
+    length: int
+    lease_id: str
+    ttl_s: float
+    memory_node: str
+    def __init__(self, tenant: _Optional[int] = ..., count: _Optional[int] = ..., length: _Optional[int] = ..., lease_id: _Optional[str] = ..., ttl_s: _Optional[float] = ..., memory_node: _Optional[str] = ...) -> None: ...
+
+class AllocPagesReply(_message.Message):
+    __slots__ = ("lease", "latency_ns")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
+    lease: KVLease
+    latency_ns: int
+    def __init__(self, lease: _Optional[_Union[KVLease, _Mapping]] = ..., latency_ns: _Optional[int] = ...) -> None: ...
 
 class AllocRequest(_message.Message):
     __slots__ = ("tenant", "length", "key", "memory_node")
@@ -211,12 +241,14 @@ class ReleaseLeaseReply(_message.Message):
     def __init__(self, pages_freed: _Optional[int] = ...) -> None: ...
 
 class PageWrite(_message.Message):
-    __slots__ = ("key", "data")
+    __slots__ = ("key", "data", "virtual_address")
     KEY_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     key: KVPageKey
     data: bytes
-    def __init__(self, key: _Optional[_Union[KVPageKey, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    virtual_address: int
+    def __init__(self, key: _Optional[_Union[KVPageKey, _Mapping]] = ..., data: _Optional[bytes] = ..., virtual_address: _Optional[int] = ...) -> None: ...
 
 class WritePagesRequest(_message.Message):
     __slots__ = ("tenant", "pages", "memory_node")

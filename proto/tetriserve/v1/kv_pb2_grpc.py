@@ -89,6 +89,11 @@ class MemoryNodeStub:
                 request_serializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesRequest.SerializeToString,
                 response_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesReply.FromString,
                 _registered_method=True)
+        self.AllocPages = channel.unary_unary(
+                '/tetriserve.v1.MemoryNode/AllocPages',
+                request_serializer=tetriserve_dot_v1_dot_kv__pb2.AllocPagesRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_kv__pb2.AllocPagesReply.FromString,
+                _registered_method=True)
 
 
 class MemoryNodeServicer:
@@ -160,6 +165,12 @@ class MemoryNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AllocPages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +228,11 @@ def add_MemoryNodeServicer_to_server(servicer, server):
                     servicer.ReadPages,
                     request_deserializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesRequest.FromString,
                     response_serializer=tetriserve_dot_v1_dot_kv__pb2.ReadPagesReply.SerializeToString,
+            ),
+            'AllocPages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocPages,
+                    request_deserializer=tetriserve_dot_v1_dot_kv__pb2.AllocPagesRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_kv__pb2.AllocPagesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +532,33 @@ class MemoryNode:
             '/tetriserve.v1.MemoryNode/ReadPages',
             tetriserve_dot_v1_dot_kv__pb2.ReadPagesRequest.SerializeToString,
             tetriserve_dot_v1_dot_kv__pb2.ReadPagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllocPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.MemoryNode/AllocPages',
+            tetriserve_dot_v1_dot_kv__pb2.AllocPagesRequest.SerializeToString,
+            tetriserve_dot_v1_dot_kv__pb2.AllocPagesReply.FromString,
             options,
             channel_credentials,
             insecure,

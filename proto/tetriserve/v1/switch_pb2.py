@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atetriserve/v1/switch.proto\x12\rtetriserve.v1\"e\n\x0eSwitchTransfer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\r\n\x05\x63hain\x18\x05 \x03(\t\"\x83\x01\n\x0fTransferReceipt\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x02 \x01(\r\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x04\x12\x15\n\rbytes_on_wire\x18\x04 \x01(\x04\x12\x12\n\nlatency_ns\x18\x05 \x01(\x04\x12\x10\n\x08replicas\x18\x06 \x03(\t\";\n\x0bTenantUsage\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\r\n\x05share\x18\x03 \x01(\x01\":\n\x0bSwitchStats\x12+\n\x07tenants\x18\x01 \x03(\x0b\x32\x1a.tetriserve.v1.TenantUsage\"\x14\n\x12SwitchStatsRequest2\xa3\x01\n\x0eSuperNICSwitch\x12I\n\x08Transfer\x12\x1d.tetriserve.v1.SwitchTransfer\x1a\x1e.tetriserve.v1.TransferReceipt\x12\x46\n\x05Stats\x12!.tetriserve.v1.SwitchStatsRequest\x1a\x1a.tetriserve.v1.SwitchStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atetriserve/v1/switch.proto\x12\rtetriserve.v1\"e\n\x0eSwitchTransfer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\r\n\x05\x63hain\x18\x05 \x03(\t\"\x83\x01\n\x0fTransferReceipt\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x02 \x01(\r\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x04\x12\x15\n\rbytes_on_wire\x18\x04 \x01(\x04\x12\x12\n\nlatency_ns\x18\x05 \x01(\x04\x12\x10\n\x08replicas\x18\x06 \x03(\t\";\n\x0bTenantUsage\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\r\n\x05share\x18\x03 \x01(\x01\":\n\x0bSwitchStats\x12+\n\x07tenants\x18\x01 \x03(\x0b\x32\x1a.tetriserve.v1.TenantUsage\"\x14\n\x12SwitchStatsRequest\"W\n\nMovedBytes\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tto_memory\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rom_memory\x18\x03 \x01(\x04\x12\x11\n\ttransfers\x18\x04 \x01(\r\"7\n\x0bMovedReport\x12(\n\x05moved\x18\x01 \x03(\x0b\x32\x19.tetriserve.v1.MovedBytes\"\x1e\n\x08MovedAck\x12\x12\n\nlatency_ns\x18\x01 \x01(\x04\x32\xe3\x01\n\x0eSuperNICSwitch\x12I\n\x08Transfer\x12\x1d.tetriserve.v1.SwitchTransfer\x1a\x1e.tetriserve.v1.TransferReceipt\x12\x46\n\x05Stats\x12!.tetriserve.v1.SwitchStatsRequest\x1a\x1a.tetriserve.v1.SwitchStats\x12>\n\x07\x41\x63\x63ount\x12\x1a.tetriserve.v1.MovedReport\x1a\x17.tetriserve.v1.MovedAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWITCHSTATS']._serialized_end=401
   _globals['_SWITCHSTATSREQUEST']._serialized_start=403
   _globals['_SWITCHSTATSREQUEST']._serialized_end=423
-  _globals['_SUPERNICSWITCH']._serialized_start=426
-  _globals['_SUPERNICSWITCH']._serialized_end=589
+  _globals['_MOVEDBYTES']._serialized_start=425
+  _globals['_MOVEDBYTES']._serialized_end=512
+  _globals['_MOVEDREPORT']._serialized_start=514
+  _globals['_MOVEDREPORT']._serialized_end=569
+  _globals['_MOVEDACK']._serialized_start=571
+  _globals['_MOVEDACK']._serialized_end=601
+  _globals['_SUPERNICSWITCH']._serialized_start=604
+  _globals['_SUPERNICSWITCH']._serialized_end=831
 # @@protoc_insertion_point(module_scope)

@@ -55,3 +55,27 @@ class SwitchStats(_message.Message):
 class SwitchStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class MovedBytes(_message.Message):
+    __slots__ = ("tenant", "to_memory", "from_memory", "transfers")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TO_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    FROM_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    to_memory: int
+    from_memory: int
+    transfers: int
+    def __init__(self, tenant: _Optional[str] = ..., to_memory: _Optional[int] = ..., from_memory: _Optional[int] = ..., transfers: _Optional[int] = ...) -> None: ...
+
+class MovedReport(_message.Message):
+    __slots__ = ("moved",)
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    moved: _containers.RepeatedCompositeFieldContainer[MovedBytes]
+    def __init__(self, moved: _Optional[_Iterable[_Union[MovedBytes, _Mapping]]] = ...) -> None: ...
+
+class MovedAck(_message.Message):
+    __slots__ = ("latency_ns",)
+    LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
+    latency_ns: int
+    def __init__(self, latency_ns: _Optional[int] = ...) -> None: ...

@@ -44,6 +44,11 @@ class SuperNICSwitchStub:
                 request_serializer=tetriserve_dot_v1_dot_switch__pb2.SwitchStatsRequest.SerializeToString,
                 response_deserializer=tetriserve_dot_v1_dot_switch__pb2.SwitchStats.FromString,
                 _registered_method=True)
+        self.Account = channel.unary_unary(
+                '/tetriserve.v1.SuperNICSwitch/Account',
+                request_serializer=tetriserve_dot_v1_dot_switch__pb2.MovedReport.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_switch__pb2.MovedAck.FromString,
+                _registered_method=True)
 
 
 class SuperNICSwitchServicer:
@@ -61,6 +66,12 @@ class SuperNICSwitchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Account(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SuperNICSwitchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_SuperNICSwitchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=tetriserve_dot_v1_dot_switch__pb2.SwitchStatsRequest.FromString,
                     response_serializer=tetriserve_dot_v1_dot_switch__pb2.SwitchStats.SerializeToString,
+            ),
+            'Account': grpc.unary_unary_rpc_method_handler(
+                    servicer.Account,
+                    request_deserializer=tetriserve_dot_v1_dot_switch__pb2.MovedReport.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_switch__pb2.MovedAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class SuperNICSwitch:
             '/tetriserve.v1.SuperNICSwitch/Stats',
             tetriserve_dot_v1_dot_switch__pb2.SwitchStatsRequest.SerializeToString,
             tetriserve_dot_v1_dot_switch__pb2.SwitchStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Account(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.SuperNICSwitch/Account',
+            tetriserve_dot_v1_dot_switch__pb2.MovedReport.SerializeToString,
+            tetriserve_dot_v1_dot_switch__pb2.MovedAck.FromString,
             options,
             channel_credentials,
             insecure,
