@@ -1,15 +1,20 @@
-"""SuperNICSwitch actor: the gRPC front of the memory nodes that every KV byte crosses.
+"""SuperNICSwitch actor: the network between engines and memory nodes, as one SuperNIC.
 
-Request path: engine -> KVClient -> gRPC -> SuperNICSwitch (this) -> Ray call -> MemoryNode.
-It serves the kv.proto `MemoryNode` service as a proxy and the switch.proto `SuperNICSwitch`
-service (Transfer, Stats). Each operation goes to the memory node its request names (Alloc
-with no name: rendezvous hashing on the page's prefix hash). KV payloads pass a per-tenant
-wall-clock token bucket (over the rate a call waits, it is never dropped), the DRF fair share
-(actors/switch/switch_drf.py: per-epoch allocations enforced by more token buckets) and the sNIC
-model's network tasks, which transform the real bytes: checksum + zstd compression on entry,
-decompression + checksum verification before the bytes leave. A tenant whose payloads do not
-compress skips the compression NTs (one payload in `PROBE_EVERY` still tries). Bytes are
-counted per tenant.
+Request path, control and cross-machine data: engine or instance -> KVClient -> gRPC ->
+SuperNICSwitch (this) -> Ray call -> MemoryNode. It serves the kv.proto `MemoryNode` service
+as a proxy and the switch.proto `SuperNICSwitch` service (Transfer, Stats, Account). Each
+operation goes to the memory node its request names (Alloc and AllocPages with no name:
+rendezvous hashing). KV payloads that cross it pass a per-tenant token bucket (over the rate
+a call waits, it is never dropped), the DRF fair share (fpga_models/supernic/fair_share.py:
+per-epoch allocations enforced by more token buckets) and the sNIC model's network tasks,
+which transform the real bytes: checksum + zstd compression on entry, decompression +
+checksum verification before the bytes leave. A tenant whose payloads do not compress
+skips the compression NTs (one payload in `PROBE_EVERY` still tries).
+
+Engines on a memory node's own machine move pages one-sided, through its shared arena, and
+report the bytes afterwards (`account`): the switch prices them as plain switching, in
+closed form (no network task pays on a memory bus), and counts them with the rest. Bytes
+are counted per tenant.
 
     switch = ray.remote(SuperNICSwitch).remote({"mem0": node0, "mem1": node1})
     address = ray.get(switch.address.remote())   # "127.0.0.1:<port>" for KVClient
@@ -31,9 +36,9 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors.kv.kv_client import CHANNEL_OPTIONS
-from actors.switch.switch_drf import FairShare, FairShareConfig, RateLimiter
 from actors.switch.switch_service import RoutingError, SwitchService
 from fpga_models.supernic.drf import dominant_share
+from fpga_models.supernic.fair_share import FairShare, FairShareConfig, RateLimiter
 from fpga_models.supernic.switch import SuperNIC, TenantCounters, Transmission
 from tetriserve.v1 import kv_pb2_grpc, switch_pb2_grpc
 
@@ -194,7 +199,9 @@ class SuperNICSwitch:
     ) -> Transmission:
         """Runs `payload` through `chain` for `tenant`, after its rate limiters; counts it."""
         tenant = str(tenant)
-        waited = self.limiter.wait(tenant, len(payload)) + self.fair.admit(tenant, len(payload))
+        waited = self.limiter.reserve(tenant, len(payload)) + self.fair.admit(tenant, len(payload))
+        if waited > 0:
+            time.sleep(waited)  # the payload waits for its tenant's tokens, never dropped
         sent = self._transmit(tenant, payload, chain)
         wire = len(sent.payload) + sum(len(copy) for copy in sent.replicas)
         self._meter(tenant, len(payload), wire, inbound, waited)

@@ -23,8 +23,8 @@ import ray
 from actors.kv.kv_client import KVClient
 from actors.memory.memory_node import MemoryNode
 from actors.switch.supernic_switch import SuperNICSwitch
-from actors.switch.switch_drf import FairShareConfig
 from cluster.kv_pages import page_keys, tenant_id
+from fpga_models.supernic.fair_share import FairShareConfig
 
 pytestmark = pytest.mark.actors
 

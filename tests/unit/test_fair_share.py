@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from actors.switch.switch_drf import FairShare, FairShareConfig, RateLimiter, switch_capacities
+from fpga_models.supernic.fair_share import (
+    FairShare,
+    FairShareConfig,
+    RateLimiter,
+    switch_capacities,
+)
 from fpga_models.supernic.params import SuperNICParams
 
 MB = 1e6

@@ -1,18 +1,19 @@
-"""Fair sharing inside the SuperNICSwitch actor: DRF over the switch's resources, enforced by
-per-tenant ingress token buckets in wall-clock time.
+"""Fair sharing of a SuperNIC switch among tenants: DRF over its resources, per epoch, and
+per-tenant token buckets that hold each tenant to its share.
 
-Request path: KVClient -> gRPC -> SuperNICSwitch.transfer -> FairShare.admit (this: wait for
-the tenant's tokens) -> sNIC network tasks -> FairShare.record (meter what the bytes used).
-Resources are the sNIC's ingress and egress bandwidth and each network task's throughput, in
-bytes per second: the sNIC's own figures times `scale` (a switch in Python carries far less
-than 100 Gbps; a test scales it down to make the sharing bind). Every epoch (50 ms of wall
-clock by default) the meter's last `window_epochs` epochs give each tenant that sent bytes
-its demand vector per ingress byte (a window, as a 64 KiB page at 1 MB/s is one page every
-1.3 epochs); `drf_allocate` splits the capacities among them, a tenant that never waited for
-tokens in the window being capped at `headroom` times what it sent. A tenant's bucket then
-fills at its allocation, or at its uncapped fair share when that is more and it was not
-backlogged, so a quiet tenant can grow again at once; a tenant silent for the whole window
-has no limit until it is measured again.
+The switch (actors/switch/supernic_switch.py) asks `FairShare.admit` how long a tenant's
+payload must wait before it enters, waits that long itself, runs the payload through the sNIC
+model and meters what it used (`FairShare.record`). Resources are the sNIC's ingress and
+egress bandwidth and each network task's throughput, in bytes per second: the sNIC's own
+figures times `scale` (a switch in Python carries far less than 100 Gbps; a test scales it
+down to make the sharing bind). Every epoch (50 ms of the clock by default) the meter's last
+`window_epochs` epochs give each tenant that sent bytes its demand vector per ingress byte (a
+window, as a 64 KiB page at 1 MB/s is one page every 1.3 epochs); `drf_allocate` splits the
+capacities among them, a tenant that never waited for tokens in the window being capped at
+`headroom` times what it sent. A tenant's bucket then fills at its allocation, or at its
+uncapped fair share when that is more and it was not backlogged, so a quiet tenant can grow
+again at once; a tenant silent for the whole window has no limit until it is measured again.
+Pure code: the clock is injected and nothing here sleeps.
 """
 
 from __future__ import annotations
@@ -29,11 +30,18 @@ from fpga_models.supernic.parser import TokenBucket
 
 
 class RateLimiter:
-    """Per-tenant token buckets in wall-clock time; `wait` blocks until the bytes may pass."""
+    """Per-tenant token buckets; `reserve` takes a payload's tokens and says how long it
+    must wait before it passes."""
 
-    def __init__(self, default_bytes_per_s: float | None, burst_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        default_bytes_per_s: float | None,
+        burst_s: float = 0.05,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.default = default_bytes_per_s
         self.burst_s = burst_s
+        self.clock_ns = clock_ns
         self.rates: dict[str, float | None] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
@@ -46,16 +54,9 @@ class RateLimiter:
             if bucket is None or bytes_per_s is None:
                 self._buckets.pop(tenant, None)
                 return
-            bucket.set_rate(bytes_per_s * 8e-9, time.monotonic_ns())
+            bucket.set_rate(bytes_per_s * 8e-9, self.clock_ns())
             bucket.burst_bytes = max(bytes_per_s * self.burst_s, 1.0)
             bucket.tokens = min(bucket.tokens, bucket.burst_bytes)
-
-    def wait(self, tenant: str, nbytes: int) -> float:
-        """Seconds this call waited for its tenant's tokens."""
-        delay = self.reserve(tenant, nbytes)
-        if delay > 0:
-            time.sleep(delay)
-        return delay
 
     def reserve(self, tenant: str, nbytes: int) -> float:
         """Takes the tokens now; returns how long the caller must wait before sending."""
@@ -67,7 +68,7 @@ class RateLimiter:
             if bucket is None:
                 burst = max(rate * self.burst_s, 1.0)
                 bucket = self._buckets[tenant] = TokenBucket(rate * 8e-9, burst, burst, 0.0)
-            now = time.monotonic_ns()
+            now = self.clock_ns()
             at = bucket.admit_at(nbytes, now)
             bucket.take(nbytes, now)
         return max((at - now) / 1e9, 0.0)
@@ -122,7 +123,9 @@ class FairShare:
     ) -> None:
         self.config = config or FairShareConfig()
         self.capacities = switch_capacities(params, self.config.scale)
-        self.limiter = RateLimiter(None, burst_s=self.config.epoch_s)
+        self.limiter = RateLimiter(
+            None, burst_s=self.config.epoch_s, clock_ns=lambda: round(clock() * 1e9)
+        )
         self.clock = clock
         self.epochs = 0
         self.allocation: dict[str, float] = {}  # ingress bytes/s, this epoch
@@ -137,12 +140,12 @@ class FairShare:
         self._lock = threading.Lock()
 
     def admit(self, tenant: str, nbytes: int) -> float:
-        """Blocks until the tenant's bucket lets `nbytes` in; the seconds it waited."""
+        """Takes `nbytes` of the tenant's tokens; the seconds it must wait before they pass
+        (counted as waited now: the tenant is backlogged from now, not once it goes on)."""
         self.tick()
         delay = self.limiter.reserve(tenant, nbytes)
         if delay > 0:
-            self.record(tenant, waited_s=delay)  # backlogged from now, not once it wakes
-            time.sleep(delay)
+            self.record(tenant, waited_s=delay)
         return delay
 
     def record(
