@@ -109,7 +109,7 @@ class PageIO:
         self._moved: dict[str, _Moved] = {}
         self._lock = threading.Lock()
         self._reporter = ThreadPoolExecutor(1, thread_name_prefix="kv-report")
-        self._reported_at = time.monotonic()
+        self._report_due = False
 
     def _arena(self, handle: PageHandle) -> torch.Tensor | None:
         """The page's memory node's arena, when that is on this machine."""
@@ -222,16 +222,22 @@ class PageIO:
 
     # --- accounting ---------------------------------------------------------------------------
     def _count(self, tenant: int, to_memory: int = 0, from_memory: int = 0) -> None:
+        """Counts bytes moved one-sided; the first count after a report sends the next one
+        `REPORT_EVERY_S` later, with every count made meanwhile."""
         with self._lock:
             moved = self._moved.setdefault(str(tenant), _Moved())
             moved.to_memory += to_memory
             moved.from_memory += from_memory
             moved.transfers += 1
-            due = time.monotonic() - self._reported_at >= REPORT_EVERY_S
-            if due:
-                self._reported_at = time.monotonic()
-        if due:
-            self._reporter.submit(self.report)
+            first, self._report_due = not self._report_due, True
+        if first:
+            self._reporter.submit(self._report_soon)
+
+    def _report_soon(self) -> None:
+        time.sleep(REPORT_EVERY_S)
+        with self._lock:
+            self._report_due = False
+        self.report()
 
     def report(self) -> None:
         """Sends the bytes moved one-sided since the last report to the switch."""
