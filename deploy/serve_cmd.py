@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--colocated", action="store_true", help="one engine runs whole requests (no P/D split)"
     )
+    parser.add_argument(
+        "--no-backfill-decode",
+        action="store_true",
+        help="no idle-priority decode instance on each prefill instance's cores (CPU engines)",
+    )
     add_scheduling_args(parser)
     parser.set_defaults(func=run)
 
@@ -102,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         decode=args.decode,
         memory_nodes=args.memory_nodes,
         colocated=args.colocated,
+        backfill_decode=not args.no_backfill_decode,
         metrics_port=args.metrics_port,
         chunk_tokens=args.chunk_tokens,
         scheduling=scheduling_from_args(args),

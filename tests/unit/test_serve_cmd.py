@@ -70,5 +70,5 @@ def test_a_backfill_decode_instance_shares_each_prefill_instances_cores_on_cpu()
         "decode-1": "decode", "decode-2": "decode",
     }  # fmt: skip
     assert config.backfills(cpu_engines=False) == {}
-    off = DeploymentConfig(backfill_decode=False)
+    off = _config("--no-backfill-decode")
     assert off.instance_roles(cpu_engines=True) == {"prefill-0": "prefill", "decode-0": "decode"}
