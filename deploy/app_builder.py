@@ -34,6 +34,8 @@ from deploy.openai_app import OpenAIIngress
 from deploy.prometheus_config import metrics_ports
 
 _DETACHED = False
+# Sequences a CPU engine runs at once, per core it is bound to (DeploymentConfig.max_num_seqs).
+SEQS_PER_CORE = 16
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
     "kv_connector_module_path": "actors.engine.kv_connector",
@@ -57,6 +59,13 @@ def _actor(cls: type, name: str, concurrent: bool = True) -> Any:
     )
 
 
+def _max_num_seqs(config: DeploymentConfig, cores: int) -> int | None:
+    """The deployment's, or SEQS_PER_CORE per core for CPU engines (None: the default)."""
+    if config.max_num_seqs is not None:
+        return config.max_num_seqs
+    return SEQS_PER_CORE * cores if resolve_device(config.device) == "cpu" else None
+
+
 def _engine_config(
     config: DeploymentConfig,
     checkpoint: CheckpointInfo,
@@ -68,6 +77,7 @@ def _engine_config(
     if kv_role is not None:
         extra = {"switch_address": address}
         kv_transfer = {**KV_CONNECTOR, "kv_role": kv_role, "kv_connector_extra_config": extra}
+    seqs = _max_num_seqs(config, cores=1)
     return EngineConfig(
         model_dir=checkpoint.model_dir,
         device=config.device,
@@ -76,12 +86,14 @@ def _engine_config(
         max_lora_rank=max(checkpoint.max_adapter_rank, 8),
         cpu_cores=str(core % (os.cpu_count() or 1)),
         kv_transfer=kv_transfer,
+        **({"max_num_seqs": seqs} if seqs is not None else {}),
     )
 
 
 def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> ColocatedPath:
     engine = _engine_config(config, checkpoint, 0, None, "")
-    engine = engine.model_copy(update={"cpu_cores": None})
+    seqs = _max_num_seqs(config, cores=os.cpu_count() or 1) or engine.max_num_seqs
+    engine = engine.model_copy(update={"cpu_cores": None, "max_num_seqs": seqs})
     adapters = {name: info.path for name, info in checkpoint.adapters.items()}
     instance = _actor(EngineInstance, "engine-0").remote(engine, adapters)
     ray.get(instance.ready.remote())

@@ -37,7 +37,7 @@ class GlobalScheduler:
         instances: dict[str, Any],
         roles: dict[str, str],
         max_outstanding: int = 256,
-        monitor_interval_s: float = 0.1,
+        monitor_interval_s: float = 0.25,
         placement: Placement | None = None,
         infrastructure: dict[str, Any] | None = None,
         metrics_port: int | None = None,

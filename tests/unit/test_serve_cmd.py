@@ -21,10 +21,10 @@ def test_defaults_are_the_scheduling_config_defaults() -> None:
 
 def test_scheduling_flags_reach_the_config() -> None:
     scheduling = _config(
-        "--stream-interval-ms", "0", "--stream-messages-per-s", "40", "--prefill-policy", "sjf",
+        "--stream-interval-ms", "0", "--stream-messages-per-s", "70", "--prefill-policy", "sjf",
         "--no-flip",
     ).scheduling  # fmt: skip
-    assert scheduling.stream_interval_ms == 0 and scheduling.stream_messages_per_s == 40
+    assert scheduling.stream_interval_ms == 0 and scheduling.stream_messages_per_s == 70
     assert (scheduling.prefill_policy, scheduling.flip) == ("sjf", False)
 
 
