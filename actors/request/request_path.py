@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 
 from actors.request.output_text import OutputText, load_tokenizer
 from actors.scheduler.global_scheduler import Overloaded
@@ -80,7 +80,7 @@ class ColocatedPath:
                 yield delta
                 if delta.finished:
                     break
-        except (RayActorError, RayTaskError) as exc:
+        except RayError as exc:  # the instance died, or its stream broke
             engine_done = True
             yield _failed(request.request_id, f"engine instance failed: {_reason(exc)}")
         finally:
@@ -117,6 +117,12 @@ class DisaggregatedPath:
                     yield delta
             if run.life.error:
                 yield _failed(request.request_id, run.life.error)
+        except Overloaded:
+            raise
+        except Exception as exc:  # a fault of the path itself: logged, and the client told
+            log.exception("request %s failed in stage %s", request.request_id, run.life.stage)
+            await self._carry_out(run, run.life.fail(f"internal error: {_reason(exc)}"))
+            yield _failed(request.request_id, run.life.error)
         finally:
             await self._carry_out(run, run.life.close())
 
@@ -148,7 +154,7 @@ class DisaggregatedPath:
                 run.calls.pop(instance, None)
                 if run.life.prefill_open:
                     await self._carry_out(run, run.life.fail("the prefill stream ended early"))
-            except (RayActorError, RayTaskError) as exc:
+            except RayError as exc:  # the instance died, or its stream broke
                 run.calls.pop(instance, None)
                 actions = run.life.instance_lost(instance, f"prefill failed: {_reason(exc)}")
                 await self._carry_out(run, actions)
@@ -195,7 +201,7 @@ class DisaggregatedPath:
                     return
             await self._carry_out(run, run.life.decode_ended())
             await self._carry_out(run, run.life.fail("the decode stream ended before its end"))
-        except (RayActorError, RayTaskError) as exc:
+        except RayError as exc:  # the instance died, or its stream broke
             actions = run.life.instance_lost(instance, f"decode failed: {_reason(exc)}")
             await self._carry_out(run, actions)
 
