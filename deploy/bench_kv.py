@@ -29,6 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from deploy.bench_args import positive
+from deploy.local_ray import init_ray
 
 PAGE_SIZES = (64 << 10, 512 << 10, 2 << 20)
 LAYERS = 12  # the small model's: a page is one block of each layer
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from actors.switch.supernic_switch import SuperNICSwitch
 
     address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, ignore_reinit_error=True)
+    init_ray(address=address, namespace=NAMESPACE, log_to_driver=False, ignore_reinit_error=True)
     node = ray.remote(MemoryNode).options(num_cpus=0, max_concurrency=1).remote("memory-0")
     switch = (
         ray.remote(SuperNICSwitch).options(num_cpus=0, max_concurrency=1).remote({"memory-0": node})

@@ -39,6 +39,7 @@ from deploy.bench_args import add_model_args, positive, sampling_args
 from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_latency import BASELINE_FLAGS, drive
 from deploy.bench_servers import ServerProcess, free_port, running
+from deploy.local_ray import init_ray
 from deploy.serve_cmd import add_scheduling_args, scheduling_from_args
 
 SERVED_NAME = "base"
@@ -302,14 +303,12 @@ def write_outputs(
 
 
 def run(args: argparse.Namespace) -> int:
-    import ray
-
     model_dir = bench_model_dir(args)
     work = args.out or Path(tempfile.mkdtemp(prefix="tetriserve-bench-workloads-"))
     work.mkdir(parents=True, exist_ok=True)
     address = os.environ.get("RAY_ADDRESS")
     # Actors' logs stay in Ray's log files: printing them here would stall the client.
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, ignore_reinit_error=True)
+    init_ray(address=address, namespace=NAMESPACE, log_to_driver=False, ignore_reinit_error=True)
     print(f"model {model_dir}; Ray at {address or 'a new local cluster'}; output in {work}")
     bench = Bench(args, model_dir, work)
     print(f"ChunkSize {bench.chunk_tokens} tokens; {bench.thresholds.describe()}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cluster.config import DeploymentConfig, SchedulingConfig
 from deploy.bench_args import positive
+from deploy.local_ray import init_ray
 
 APP_NAME = "tetriserve"
 
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from deploy.grpc_ingress import grpc_options
 
     config = config_from_args(args)
-    ray.init(namespace=APP_NAME, ignore_reinit_error=True)
+    init_ray(namespace=APP_NAME, ignore_reinit_error=True)
     serve.start(
         http_options={"host": config.host, "port": config.port},
         grpc_options=grpc_options(config.grpc_port),

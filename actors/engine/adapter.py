@@ -18,6 +18,7 @@ from actors.engine import cpu_priority
 from actors.engine.prior_output_penalties import PRIOR_OUTPUT, penalties_args
 from actors.engine.prior_output_penalties import QUALNAME as PRIOR_OUTPUT_PENALTIES
 from actors.engine.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
+from actors.engine.vllm_exit_with_owner import ENV_VAR as OWNER_ENV
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, GenerationRequest, SamplingSpec, TokenDelta
 
@@ -69,6 +70,7 @@ def engine_args(config: EngineConfig) -> dict:
         args["kv_transfer_config"] = config.kv_transfer
     if config.busy_poll_ms is not None:
         os.environ[BUSY_POLL_ENV] = str(config.busy_poll_ms)
+    os.environ[OWNER_ENV] = str(os.getpid())  # the engine's processes end with this one
     if device == "cpu":
         # bfloat16 kills the worker with SIGILL on these CPUs; float32 is the safe choice.
         args["dtype"] = "float32"
@@ -130,6 +132,7 @@ class EngineAdapter:
         self.device = resolve_device(config.device)
         self._adapter_paths = dict(adapters or {})
         self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(self._adapter_paths))}
+        cpu_priority.restore_normal()  # before the engine's processes start: they inherit it
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(config)))
         if config.idle_priority:
             cpu_priority.lower_children()
