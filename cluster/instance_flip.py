@@ -46,6 +46,8 @@ class FlipController:
     `busy_outstanding`: outstanding requests at which an instance of the other role is busy.
     `min_per_role`: active instances each role keeps; neither flips below it.
     `fixed`: instances that keep their role (a backfill decode instance on a prefill's cores).
+    They do not count toward `min_per_role`: a backfill engine runs only on the cores its
+    prefill leaves idle, so a role it alone would hold has no capacity of its own.
     """
 
     def __init__(
@@ -149,7 +151,8 @@ class FlipController:
         return bool(active) and all(s.outstanding >= self._busy_outstanding for s in active)
 
     def _may_lose_one(self, role: Role) -> bool:
-        return len(self._active(role)) - 1 >= self._min_per_role
+        flexible = [s for s in self._active(role) if s.instance_id not in self._fixed]
+        return len(flexible) - 1 >= self._min_per_role
 
     def _active(self, role: Role) -> list[InstanceState]:
         return [s for s in self._states.values() if s.role is role and s.state is FlipState.ACTIVE]

@@ -135,3 +135,16 @@ def test_a_fixed_instance_never_flips() -> None:
     assert flips.routable(P) == ["p0", "p1"]
     with pytest.raises(ValueError, match="keeps its role"):
         flips.request_flip("p1")
+
+
+def test_a_backfill_instance_does_not_count_toward_min_per_role() -> None:
+    # The default two-core deployment: d0 has its own core, b0 backfills p0's core. An idle
+    # d0 must not become a second prefill and leave every decode to the backfill engine.
+    flips = FlipController(
+        {"p0": P, "d0": D, "b0": D}, idle_rounds=3, busy_outstanding=2, fixed=frozenset({"b0"})
+    )
+    for _ in range(10):
+        assert flips.observe(loads(p0=3, d0=0, b0=0)) == []
+    assert flips.routable(D) == ["b0", "d0"]
+    with pytest.raises(ValueError, match="among the last"):
+        flips.request_flip("d0")
