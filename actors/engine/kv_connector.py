@@ -17,7 +17,8 @@ thread checks each page's trailer against the lease and copies it into the block
 allocated, and `get_finished` tells vLLM which requests may run. The engine then computes
 only what the pages did not hold. A page that cannot be read, or is not whole under its
 lease, is a load error: vLLM recomputes from there (`kv_load_failure_policy` = "recompute"),
-so a failed transfer costs time, never correctness.
+so a failed transfer costs time, never correctness. A request's pages are sent for once:
+when it waits again (after a failed load or a preemption), it recomputes what it lacks.
 
 The scheduler side (in vLLM's engine-core process) plans `SaveOp`s and `LoadOp`s each step;
 the worker side (in the worker process) runs them against the engine's cache tensors.
@@ -82,6 +83,10 @@ class TetriserveConnector(KVConnectorBase_V1):
         # Scheduler side.
         self._producing: dict[str, _Production] = {}
         self._to_load: list[LoadOp] = []
+        # Requests whose prompt KV was sent for once: whatever brings one back to the
+        # waiting queue (a failed load, a preemption) recomputes it instead of loading again,
+        # so pages that are gone cannot send it round the load again and again.
+        self._load_planned: set[str] = set()
         # Worker side.
         self._pages: PageIO | None = None
         self._caches: list[torch.Tensor] = []
@@ -98,6 +103,8 @@ class TetriserveConnector(KVConnectorBase_V1):
     ) -> tuple[int, bool]:
         params = TransferParams.from_kv_transfer_params(request.kv_transfer_params)
         if params is None or params.role != "consume":
+            return 0, False
+        if request.request_id in self._load_planned:
             return 0, False
         prompt = len(request.prompt_token_ids or ())
         new = max(0, params.loadable(self._block_size, prompt) - num_computed_tokens)
@@ -121,6 +128,7 @@ class TetriserveConnector(KVConnectorBase_V1):
             for page in pages_touched(self._block_size, end - num_external_tokens, end)
         ]
         self._to_load.append(LoadOp(request.request_id, params.tenant, params.nonce, pages))
+        self._load_planned.add(request.request_id)
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
         plan = StepPlan(loads=self._to_load)
@@ -172,6 +180,7 @@ class TetriserveConnector(KVConnectorBase_V1):
     def request_finished(self, request: Request, block_ids: list[int]) -> tuple[bool, None]:
         """Nothing to hold: a step's pages are sealed before the step ends."""
         self._producing.pop(request.request_id, None)
+        self._load_planned.discard(request.request_id)
         return False, None
 
     # ------------------------------------------------------------------- worker side
