@@ -144,16 +144,21 @@ class GlobalScheduler:
             if self.roles.role(name) is Role.PREFILL:  # placed but not yet arrived counts too
                 load.queued = max(load.queued, self.loads[name].queued)
             self.loads[name] = load
+        self.roles.observe({name: self.loads[name] for name in reports})
+        flipped = await self._flip_drained()
+        # Broadcast after the flips, so an instance that became a decode instance this round
+        # is known to every prefill's dispatcher before the flip is reported done.
         decode = [reports[name] for name in self.roles.routable(Role.DECODE) if name in reports]
         await asyncio.gather(
             *(h.set_decode_loads.remote(decode) for h in self.instances.values()),
             return_exceptions=True,
         )
-        self.roles.observe({name: self.loads[name] for name in reports})
-        await self._flip_drained()
+        self.flips.extend(flipped)
 
-    async def _flip_drained(self) -> None:
-        """Tells each drained instance to take the other role; confirms when it did."""
+    async def _flip_drained(self) -> list[tuple[str, str]]:
+        """Tells each drained instance to take the other role; confirms when it did.
+        Returns the (instance, new role) pairs that flipped."""
+        flipped = []
         for name in self.roles.ready_to_flip():
             target = Role.DECODE if self.roles.role(name) is Role.PREFILL else Role.PREFILL
             try:
@@ -162,8 +167,9 @@ class GlobalScheduler:
                 log.info("flip of %s to %s not yet: %s", name, target, exc)
                 continue
             self.roles.flipped(name)
-            self.flips.append((name, target.value))
+            flipped.append((name, target.value))
             log.info("instance %s now serves as %s", name, target)
+        return flipped
 
 
 async def _gather_reports(handles: dict[str, Any]) -> dict[str, bytes]:
