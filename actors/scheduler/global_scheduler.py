@@ -146,8 +146,11 @@ class GlobalScheduler:
             self.loads[name] = load
         self.roles.observe({name: self.loads[name] for name in reports})
         flipped = await self._flip_drained()
-        # Broadcast after the flips, so an instance that became a decode instance this round
-        # is known to every prefill's dispatcher before the flip is reported done.
+        # Broadcast after the flips, with the flipped instances' loads in their new role
+        # (free KV and all), so an instance that became a decode instance this round is a
+        # candidate of every prefill's dispatcher before the flip is reported done.
+        if flipped:
+            reports |= await _gather_reports({n: self.instances[n] for n, _ in flipped})
         decode = [reports[name] for name in self.roles.routable(Role.DECODE) if name in reports]
         await asyncio.gather(
             *(h.set_decode_loads.remote(decode) for h in self.instances.values()),
