@@ -139,24 +139,30 @@ class GlobalScheduler:
 
     async def _collect_and_broadcast(self) -> None:
         reports = await _gather_reports(self.instances)
-        for name, report in reports.items():
-            load = load_from_wire(scheduling_pb2.LoadReport.FromString(report))
-            if self.roles.role(name) is Role.PREFILL:  # placed but not yet arrived counts too
-                load.queued = max(load.queued, self.loads[name].queued)
-            self.loads[name] = load
+        self._record_loads(reports)
         self.roles.observe({name: self.loads[name] for name in reports})
         flipped = await self._flip_drained()
         # Broadcast after the flips, with the flipped instances' loads in their new role
         # (free KV and all), so an instance that became a decode instance this round is a
         # candidate of every prefill's dispatcher before the flip is reported done.
         if flipped:
-            reports |= await _gather_reports({n: self.instances[n] for n, _ in flipped})
+            again = await _gather_reports({n: self.instances[n] for n, _ in flipped})
+            self._record_loads(again)
+            reports |= again
         decode = [reports[name] for name in self.roles.routable(Role.DECODE) if name in reports]
         await asyncio.gather(
             *(h.set_decode_loads.remote(decode) for h in self.instances.values()),
             return_exceptions=True,
         )
         self.flips.extend(flipped)
+
+    def _record_loads(self, reports: dict[str, bytes]) -> None:
+        """The reported loads become the scheduler's view of each instance."""
+        for name, report in reports.items():
+            load = load_from_wire(scheduling_pb2.LoadReport.FromString(report))
+            if self.roles.role(name) is Role.PREFILL:  # placed but not yet arrived counts too
+                load.queued = max(load.queued, self.loads[name].queued)
+            self.loads[name] = load
 
     async def _flip_drained(self) -> list[tuple[str, str]]:
         """Tells each drained instance to take the other role; confirms when it did.
