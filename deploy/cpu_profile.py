@@ -4,9 +4,13 @@
 every process's CPU time (user + system) before and after, and charges the difference to
 a role named from the process's title: the engines' workers and cores, tetriserve's actors,
 the Serve proxy and ingress, vLLM's API server, the benchmark client (this process), the
-Ray runtime. A process that starts during the run counts from zero; one that ends during
-it is lost, which is why the benchmark stops nothing before the window closes. Only this
-node is seen, so on a multi-node cluster the profile covers the node the job runs on.
+Ray runtime. An engine process whose title does not say what it is (vLLM names its
+processes once they run, and that name has been seen missing) takes its role from where it
+sits in the process tree: a child of an engine's owner is an engine core, and a child of
+an engine core is an engine worker. A process that starts during the run counts from
+zero; one that ends during it is lost, which is why the benchmark stops nothing before the
+window closes. Only this node is seen, so on a multi-node cluster the profile covers the
+node the job runs on.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -39,8 +43,23 @@ ROLES: tuple[tuple[str, str], ...] = (
     ("ray/", "Ray runtime"),
 )
 
-# pid -> (process title, CPU seconds so far)
-Snapshot = dict[int, tuple[str, float]]
+ENGINE_OWNERS = ("serving instances", "vLLM API server")
+# The role of an untitled engine process, from its parent's role.
+ENGINE_CHILD_ROLES = dict.fromkeys(ENGINE_OWNERS, "engine cores") | {
+    "engine cores": "engine workers"
+}
+# Helper processes of Python's multiprocessing that an engine owner also starts.
+NOT_ENGINE_CHILDREN = ("resource_tracker", "forkserver")
+
+
+class Proc(NamedTuple):
+    title: str
+    cpu_seconds: float  # so far, user + system
+    parent: int = 0
+
+
+# pid -> what a snapshot saw of it
+Snapshot = dict[int, Proc]
 
 
 def role_of(title: str, pid: int, client_pid: int) -> str:
@@ -53,23 +72,44 @@ def role_of(title: str, pid: int, client_pid: int) -> str:
 def snapshot_processes() -> Snapshot:
     """Every process's title and CPU seconds (user + system), as far as they can be read."""
     snapshot: Snapshot = {}
-    for process in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+    for process in psutil.process_iter(["cmdline", "name", "cpu_times", "ppid"]):
         times = process.info["cpu_times"]
         if times is None:  # gone or not ours to read
             continue
         title = " ".join(process.info["cmdline"] or []) or (process.info["name"] or "")
-        snapshot[process.pid] = (title, times.user + times.system)
+        snapshot[process.pid] = Proc(title, times.user + times.system, process.info["ppid"] or 0)
     return snapshot
+
+
+def roles_in(snapshot: Snapshot, client_pid: int) -> dict[int, str]:
+    """The role of every process in the snapshot: from its title, or else, for an engine
+    process, from its parent's role."""
+    roles: dict[int, str] = {}
+
+    def resolve(pid: int) -> str:
+        if pid not in roles:
+            proc = snapshot[pid]
+            role = role_of(proc.title, pid, client_pid)
+            untitled_child = role == OTHER and proc.parent in snapshot and proc.parent != pid
+            if untitled_child and not any(n in proc.title for n in NOT_ENGINE_CHILDREN):
+                role = ENGINE_CHILD_ROLES.get(resolve(proc.parent), OTHER)
+            roles[pid] = role
+        return roles[pid]
+
+    for pid in snapshot:
+        resolve(pid)
+    return roles
 
 
 def charge(before: Snapshot, after: Snapshot, client_pid: int) -> dict[str, float]:
     """CPU seconds per role between two snapshots, largest first, without empty roles."""
+    roles = roles_in(after, client_pid)
     by_role: dict[str, float] = {}
-    for pid, (title, seconds) in after.items():
-        used = seconds - before.get(pid, (title, 0.0))[1]
+    for pid, proc in after.items():
+        earlier = before.get(pid)
+        used = proc.cpu_seconds - (earlier.cpu_seconds if earlier else 0.0)
         if used > 0:
-            role = role_of(title, pid, client_pid)
-            by_role[role] = by_role.get(role, 0.0) + used
+            by_role[roles[pid]] = by_role.get(roles[pid], 0.0) + used
     return dict(sorted(by_role.items(), key=lambda item: -item[1]))
 
 

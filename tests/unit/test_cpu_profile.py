@@ -7,7 +7,7 @@ import os
 import pytest
 
 from deploy import cpu_profile
-from deploy.cpu_profile import CpuProfile, Window, charge, role_of
+from deploy.cpu_profile import CpuProfile, Proc, Window, charge, role_of
 
 CLIENT_PID = 10
 INGRESS = "ray::ServeReplica:tetriserve-bench:OpenAIIngress.perform_graceful_shutdown"
@@ -25,12 +25,16 @@ def test_roles_from_titles() -> None:
 
 
 def test_charge_counts_new_processes_from_zero_and_drops_idle_ones() -> None:
-    before = {1: ("VLLM::Worker", 5.0), 2: ("VLLM::Worker", 1.0), 3: ("ray::MemoryNode", 2.0)}
+    before = {
+        1: Proc("VLLM::Worker", 5.0),
+        2: Proc("VLLM::Worker", 1.0),
+        3: Proc("ray::MemoryNode", 2.0),
+    }
     after = {
-        1: ("VLLM::Worker", 7.5),  # 2.5 s used
-        2: ("VLLM::Worker", 1.0),  # idle
-        4: ("VLLM::Worker", 0.5),  # started during the window
-        5: (INGRESS, 3.0),  # started during the window
+        1: Proc("VLLM::Worker", 7.5),  # 2.5 s used
+        2: Proc("VLLM::Worker", 1.0),  # idle
+        4: Proc("VLLM::Worker", 0.5),  # started during the window
+        5: Proc(INGRESS, 3.0),  # started during the window
         # 3 ended during the window: its time is lost
     }
     by_role = charge(before, after, CLIENT_PID)
@@ -38,18 +42,45 @@ def test_charge_counts_new_processes_from_zero_and_drops_idle_ones() -> None:
 
 
 def test_charge_orders_roles_by_seconds() -> None:
-    after = {1: ("ray::ProxyActor", 1.0), 2: ("VLLM::EngineCore", 4.0), 3: ("bash", 2.0)}
+    after = {
+        1: Proc("ray::ProxyActor", 1.0),
+        2: Proc("VLLM::EngineCore", 4.0),
+        3: Proc("bash", 2.0),
+    }
     assert list(charge({}, after, CLIENT_PID)) == ["engine cores", "other", "Serve proxy"]
+
+
+SPAWNED = "python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)"
+
+
+def test_untitled_engine_processes_take_their_role_from_the_process_tree() -> None:
+    after = {
+        1: Proc("ray::ServingInstance.generate", 1.0, parent=100),
+        2: Proc(SPAWNED, 2.0, parent=1),  # the engine core, before (or without) its title
+        3: Proc(SPAWNED, 4.0, parent=2),  # its worker
+        4: Proc("python -c from multiprocessing.resource_tracker import main", 0.5, parent=1),
+        5: Proc("python -m vllm.entrypoints.openai.api_server", 1.0, parent=100),
+        6: Proc("python", 8.0, parent=5),  # a title that says nothing at all
+        7: Proc("VLLM::Worker", 16.0, parent=6),
+        8: Proc(SPAWNED, 32.0, parent=7),  # a worker's own child is not an engine process
+    }
+    assert charge({}, after, CLIENT_PID) == {
+        "other": 32.5,
+        "engine workers": 20.0,
+        "engine cores": 10.0,
+        "vLLM API server": 1.0,
+        "serving instances": 1.0,
+    }
 
 
 class FakeProcessTable:
     """Snapshots and a clock that advance by hand."""
 
     def __init__(self) -> None:
-        self.table: dict[int, tuple[str, float]] = {1: ("VLLM::Worker", 0.0)}
+        self.table: dict[int, Proc] = {1: Proc("VLLM::Worker", 0.0)}
         self.now = 100.0
 
-    def snapshot(self) -> dict[int, tuple[str, float]]:
+    def snapshot(self) -> dict[int, Proc]:
         return dict(self.table)
 
     def clock(self) -> float:
@@ -64,8 +95,8 @@ def test_measure_fills_the_window_when_the_block_ends() -> None:
     fake = FakeProcessTable()
     with _profile(fake).measure() as window:
         assert window.by_role == {}
-        fake.table[1] = ("VLLM::Worker", 6.0)
-        fake.table[CLIENT_PID] = ("python bench", 1.0)
+        fake.table[1] = Proc("VLLM::Worker", 6.0)
+        fake.table[CLIENT_PID] = Proc("python bench", 1.0)
         fake.now += 4.0
     assert window.wall_seconds == 4.0
     assert window.capacity_seconds == 8.0
@@ -75,17 +106,18 @@ def test_measure_fills_the_window_when_the_block_ends() -> None:
 def test_measure_fills_the_window_when_the_block_raises() -> None:
     fake = FakeProcessTable()
     with pytest.raises(RuntimeError), _profile(fake).measure() as window:
-        fake.table[1] = ("VLLM::Worker", 1.5)
+        fake.table[1] = Proc("VLLM::Worker", 1.5)
         fake.now += 1.0
         raise RuntimeError("client failed")
     assert window.by_role == {"engine workers": 1.5}
 
 
 def test_real_snapshot_sees_this_process_work() -> None:
-    before = cpu_profile.snapshot_processes()[os.getpid()][1]
+    before = cpu_profile.snapshot_processes()[os.getpid()].cpu_seconds
     sum(i * i for i in range(2_000_000))
-    title, after = cpu_profile.snapshot_processes()[os.getpid()]
+    title, after, parent = cpu_profile.snapshot_processes()[os.getpid()]
     assert after > before
+    assert parent == os.getppid()
     assert "python" in title or "pytest" in title
 
 
