@@ -51,6 +51,8 @@ async def _parse(request: Request, schema: type[BaseModel]) -> Any:
         payload = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("request body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise bad_request("request body must be a JSON object")
     return validated(schema, payload)

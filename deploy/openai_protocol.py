@@ -10,11 +10,39 @@ import time
 import uuid
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from cluster.request import FinishReason, SamplingSpec
 
 MAX_LOGPROBS = 0  # log-probabilities are not served yet; any positive request is refused
+# vLLM's seed range (a 64-bit signed integer); the wire carries it as int64.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# OpenAI parameters this server does not serve, each with the values that ask for nothing
+# (sent with any other value, the request is refused with a 400 rather than served as if
+# the parameter had not been sent).
+UNSERVED_PARAMETERS: dict[str, tuple[Any, ...]] = {
+    "best_of": (None, 1),
+    "logit_bias": (None, {}),
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "echo": (None, False),
+    "suffix": (None, ""),
+    "guided_json": (None,),
+    "guided_regex": (None,),
+    "guided_choice": (None,),
+    "guided_grammar": (None,),
+    "use_beam_search": (None, False),
+}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -66,7 +94,7 @@ class _SamplingFields(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1)
     n: int = Field(default=1, ge=1, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     ignore_eos: bool = False
     logprobs: int | bool | None = None
@@ -77,6 +105,29 @@ class _SamplingFields(BaseModel):
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
     repetition_penalty: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+
+    # Accepted only with a value that asks for nothing (UNSERVED_PARAMETERS).
+    best_of: Any = None
+    logit_bias: Any = None
+    response_format: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    echo: Any = None
+    suffix: Any = None
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+    use_beam_search: Any = None
+
+    @field_validator(*UNSERVED_PARAMETERS)
+    @classmethod
+    def _only_served_parameters(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in UNSERVED_PARAMETERS[str(info.field_name)]:
+            raise ValueError(f"{info.field_name} is not supported by this server")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -137,10 +188,21 @@ class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]]
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts_only(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(value, list):
+            for part in value:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError(
+                        f"only text content parts are supported, got {part.get('type')!r}"
+                    )
+        return value
+
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+        return "".join(part["text"] for part in self.content)
 
 
 class ChatCompletionRequest(_SamplingFields):

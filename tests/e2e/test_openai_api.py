@@ -119,6 +119,7 @@ def test_chat_streaming_and_not_agree(client: openai.OpenAI) -> None:
     assert streamed == whole.choices[0].message.content
 
 
+CHAT_HI = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 BAD_REQUESTS = {
     "malformed json": ("/v1/completions", b"{bad", 400),
     "unknown adapter": ("/v1/completions", {"model": "base:nope", "prompt": "x"}, 404),
@@ -132,6 +133,38 @@ BAD_REQUESTS = {
         400,
     ),
     "missing messages": ("/v1/chat/completions", {"model": "base"}, 400),
+    "seed over int64": ("/v1/completions", {"model": "base", "prompt": "x", "seed": 2**70}, 400),
+    "nested too deeply": (
+        "/v1/completions",
+        b'{"model": "base", "prompt": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        400,
+    ),
+    "best_of": ("/v1/completions", {"model": "base", "prompt": "x", "best_of": 3}, 400),
+    "logit_bias": (
+        "/v1/completions",
+        {"model": "base", "prompt": "x", "logit_bias": {"a": 1}},
+        400,
+    ),
+    "json response_format": (
+        "/v1/chat/completions",
+        {**CHAT_HI, "response_format": {"type": "json_object"}},
+        400,
+    ),
+    "tools": (
+        "/v1/chat/completions",
+        {**CHAT_HI, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        400,
+    ),
+    "image part": (
+        "/v1/chat/completions",
+        {
+            "model": "base",
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+            ],
+        },
+        400,
+    ),
 }
 
 
@@ -149,3 +182,14 @@ def test_bad_input_gets_openai_error_and_server_keeps_serving(
     assert error["message"] and error["type"]
     after = client.completions.create(model="base", prompt="still up?", max_tokens=2)
     assert after.usage.completion_tokens == 2
+
+
+def test_negative_seeds_are_served_as_vllm_serves_them(client: openai.OpenAI) -> None:
+    """vLLM takes any 64-bit signed seed, -1 meaning none; a seed repeats its sampled text."""
+    args = {"model": "base", "prompt": "A seeded line:", "max_tokens": 8, "temperature": 1.0}
+    first = client.completions.create(**args, seed=-7)
+    again = client.completions.create(**args, seed=-7)
+    assert first.usage.completion_tokens == 8
+    assert first.choices[0].text == again.choices[0].text
+    unseeded = client.completions.create(**args, seed=-1)
+    assert unseeded.usage.completion_tokens == 8
