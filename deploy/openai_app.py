@@ -32,6 +32,7 @@ from deploy.openai_protocol import (
     completion_body,
     model_not_found,
     new_id,
+    overloaded,
     usage,
     validated,
 )
@@ -43,7 +44,7 @@ BodyBuilder = Callable[[str, str, str, Any, dict, bool], dict]
 
 @app.exception_handler(APIError)
 async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def _parse(request: Request, schema: type[BaseModel]) -> Any:
@@ -165,4 +166,4 @@ class OpenAIIngress(GrpcGeneration):
                 yield delta
         except Overloaded as exc:
             timer.refused()
-            raise APIError(429, str(exc), "RateLimitError") from None
+            raise overloaded(str(exc)) from None

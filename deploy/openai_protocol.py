@@ -44,17 +44,27 @@ UNSERVED_PARAMETERS: dict[str, tuple[Any, ...]] = {
     "use_beam_search": (None, False),
 }
 M = TypeVar("M", bound=BaseModel)
+# Seconds a client refused for load should wait before trying again (a 429's Retry-After).
+RETRY_AFTER_S = 1
 
 
 class APIError(Exception):
     """An error with its HTTP status and OpenAI error type."""
 
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
         self.param = param
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -69,6 +79,11 @@ class APIError(Exception):
 
 def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, "BadRequestError", param)
+
+
+def overloaded(message: str) -> APIError:
+    """A 429 that tells the client when to try again (`RETRY_AFTER_S`)."""
+    return APIError(429, message, "RateLimitError", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def model_not_found(model: str) -> APIError:
