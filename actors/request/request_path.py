@@ -53,8 +53,14 @@ def _failed(request_id: str, message: str) -> TokenDelta:
 
 
 def _reason(exc: Exception) -> str:
-    cause = getattr(exc, "cause", None)
-    return f"{type(cause or exc).__name__}: {cause or exc}"
+    """What the client is told of a fault: its kind and the first line of its message.
+
+    Ray's errors go on, after their first line, with actor ids, process ids and node
+    addresses: those stay in this process's log, which gets the whole text."""
+    cause = getattr(exc, "cause", None) or exc
+    log.warning("request path fault: %s: %s", type(cause).__name__, cause)
+    first_line = next((line for line in str(cause).splitlines() if line.strip()), "")
+    return f"{type(cause).__name__}: {first_line.strip()}"
 
 
 async def _messages(call: Any) -> AsyncIterator[bytes]:
