@@ -82,6 +82,14 @@ class ReleaseLease:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceLost:
+    """Tell the global scheduler that this instance died under a request: it places nothing
+    there until the instance reports its load again."""
+
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """The request left the cluster: the scheduler's count drops; a request that ran to its
     end teaches the prefill instance's length predictor its true output length."""
@@ -91,7 +99,16 @@ class Report:
     prefill_instance: str | None
 
 
-Action = PlaceAgain | LeftPrefill | Dispatch | CancelPrefill | CancelDecode | ReleaseLease | Report
+Action = (
+    PlaceAgain
+    | LeftPrefill
+    | Dispatch
+    | CancelPrefill
+    | CancelDecode
+    | ReleaseLease
+    | InstanceLost
+    | Report
+)
 
 
 class InvalidTransition(RuntimeError):
@@ -187,9 +204,12 @@ class RequestLife:
     def instance_lost(self, instance: str, error: str) -> list[Action]:
         """A prefill or decode instance died under the request. Before any token left, a
         lost prefill means another placement (while attempts remain); otherwise it fails.
-        A lease the dead instance held is reclaimed by its memory nodes when it expires."""
+        A lease the dead instance held is reclaimed by its memory nodes when it expires.
+        Either way the scheduler hears of the loss first, so that a placement made again
+        does not go to the dead instance."""
         lost_prefill = instance == self.prefill_instance and self.prefill_open
         lost_decode = instance == self.decode_instance and self.decode_open
+        told: list[Action] = [InstanceLost(instance)] if lost_prefill or lost_decode else []
         if lost_prefill:
             self.prefill_open = False
         if lost_decode:
@@ -205,10 +225,10 @@ class RequestLife:
             and self.attempts < self.max_attempts
         )
         if not retry:
-            return self.fail(error)
+            return told + self.fail(error)
         self.prefill_instance = None
         self._enter(Stage.PLACING)
-        return [PlaceAgain(self.attempts + 1)]
+        return [*told, PlaceAgain(self.attempts + 1)]
 
     def close(self) -> list[Action]:
         """The owner lets go (the stream to the client ended, however): a request still

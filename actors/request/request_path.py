@@ -36,6 +36,7 @@ from cluster.request_lifecycle import (
     CancelDecode,
     CancelPrefill,
     Dispatch,
+    InstanceLost,
     LeftPrefill,
     PlaceAgain,
     ReleaseLease,
@@ -235,5 +236,9 @@ class DisaggregatedPath:
                         self.instances[prefill].observe.remote(prompt, tokens)
                 case LeftPrefill():
                     self.scheduler.prefilled.remote(run.request.request_id)
+                case InstanceLost(instance):
+                    # Sent before a placement made again: the scheduler takes calls from
+                    # this owner in order, so that placement already avoids the instance.
+                    self.scheduler.instance_lost.remote(instance)
                 case PlaceAgain():
                     pass  # the prefill loop places again

@@ -1,12 +1,14 @@
 """GlobalScheduler: admission and prefill placement, the cluster monitor, instance flips.
 
-`place` answers where a request's prefill runs: the least-loaded instance in the prefill
-role (or it refuses with `Overloaded` when the cluster already holds `max_outstanding`
+`place` answers where a request's prefill runs: the least-loaded reachable instance in the
+prefill role (or it refuses with `Overloaded` when the cluster already holds `max_outstanding`
 requests: the front door turns that into a 429). The monitor collects every instance's
 LoadReport each `monitor_interval_s` and broadcasts the decode role's load to every
 instance, whose decode dispatchers choose from it. With flips on, an instance idle for long
 while the other role is busy is drained (no new work routed to it) and, once empty, told to
-take the other role (cluster/instance_flip.py decides; the instance confirms).
+take the other role (cluster/instance_flip.py decides; the instance confirms). An instance
+that did not answer the last round, or that a request's owner reported lost, is
+unreachable: nothing is placed on it, nor dispatched to it, until it answers again.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class GlobalScheduler:
         self.loads = {name: InstanceLoad(name) for name in self.instances}
         self.flips: list[tuple[str, str]] = []  # (instance, new role), in order
         self.in_flight: dict[str, str] = {}  # request id -> prefill instance
+        self.unreachable: set[str] = set()  # until their next load report
         self._monitor: asyncio.Task | None = None
 
     def _start_monitor(self) -> None:
@@ -75,7 +78,11 @@ class GlobalScheduler:
         request = generate_pb2.GenerateRequest.FromString(request_bytes)
         if len(self.in_flight) >= self.max_outstanding:
             raise Overloaded(f"{len(self.in_flight)} requests in flight; the limit is reached")
-        routable = {name: self.loads[name] for name in self.roles.routable(Role.PREFILL)}
+        routable = {
+            name: self.loads[name]
+            for name in self.roles.routable(Role.PREFILL)
+            if name not in self.unreachable
+        }
         chosen = self.placement.choose(routable)
         if chosen is None:
             raise Overloaded("no prefill instance is available")
@@ -97,9 +104,19 @@ class GlobalScheduler:
             self.prefilled(request_id)
             del self.in_flight[request_id]
 
+    def instance_lost(self, instance_id: str) -> None:
+        """A request's owner saw the instance die: unreachable until it reports again."""
+        if instance_id in self.instances:
+            self.unreachable.add(instance_id)
+
     def stats(self) -> dict[str, Any]:
         roles = {name: self.roles.role(name).value for name in self.instances}
-        return {"in_flight": len(self.in_flight), "roles": roles, "flips": list(self.flips)}
+        return {
+            "in_flight": len(self.in_flight),
+            "roles": roles,
+            "flips": list(self.flips),
+            "unreachable": sorted(self.unreachable),
+        }
 
     def request_flip(self, instance_id: str) -> None:
         """An operator's flip: drain the instance now, switch its role once it is empty."""
@@ -139,6 +156,7 @@ class GlobalScheduler:
 
     async def _collect_and_broadcast(self) -> None:
         reports = await _gather_reports(self.instances)
+        self.unreachable = set(self.instances) - set(reports)
         self._record_loads(reports)
         self.roles.observe({name: self.loads[name] for name in reports})
         flipped = await self._flip_drained()

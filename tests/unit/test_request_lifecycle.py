@@ -10,6 +10,7 @@ from cluster.request_lifecycle import (
     CancelPrefill,
     Dispatch,
     Holder,
+    InstanceLost,
     InvalidTransition,
     LeftPrefill,
     PlaceAgain,
@@ -101,7 +102,7 @@ def test_a_stop_string_in_the_decode_stream_cancels_the_decode() -> None:
 
 def test_a_prefill_lost_before_any_token_is_placed_again_then_fails() -> None:
     life = _prefilling()
-    assert life.instance_lost("prefill-0", "died") == [PlaceAgain(2)]
+    assert life.instance_lost("prefill-0", "died") == [InstanceLost("prefill-0"), PlaceAgain(2)]
     assert (life.stage, life.prefill_instance, life.lease_holder) == (
         Stage.PLACING,
         None,
@@ -110,20 +111,26 @@ def test_a_prefill_lost_before_any_token_is_placed_again_then_fails() -> None:
     life.placed("prefill-1")
     assert (life.stage, life.attempts) == (Stage.QUEUED, 2)
     actions = life.instance_lost("prefill-1", "died too")
-    assert actions == [Report(FinishReason.ERROR, 0, "prefill-1")]
+    assert actions == [InstanceLost("prefill-1"), Report(FinishReason.ERROR, 0, "prefill-1")]
     assert (life.stage, life.error) == (Stage.FAILED, "died too")
 
 
 def test_a_prefill_lost_after_its_first_token_fails_the_request() -> None:
     life = _prefilling()
     life.first_token(1)
-    assert life.instance_lost("prefill-0", "died") == [Report(FinishReason.ERROR, 1, "prefill-0")]
+    assert life.instance_lost("prefill-0", "died") == [
+        InstanceLost("prefill-0"),
+        Report(FinishReason.ERROR, 1, "prefill-0"),
+    ]
     assert life.stage is Stage.FAILED
 
 
 def test_a_lost_decode_fails_the_request_and_its_lease_is_left_to_expire() -> None:
     life = _decoding()
-    assert life.instance_lost("decode-0", "died") == [Report(FinishReason.ERROR, 4, "prefill-0")]
+    assert life.instance_lost("decode-0", "died") == [
+        InstanceLost("decode-0"),
+        Report(FinishReason.ERROR, 4, "prefill-0"),
+    ]
     assert (life.stage, life.lease_holder, life.decode_open) == (
         Stage.FAILED,
         Holder.NOBODY,

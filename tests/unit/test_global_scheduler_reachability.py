@@ -1,0 +1,92 @@
+"""The global scheduler places nothing on an instance that is gone: one that missed the
+last monitor round, or that a request's owner reported lost, until it answers again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from actors.scheduler.global_scheduler import GlobalScheduler, Overloaded
+from actors.wire import load_to_wire
+from cluster.placement import InstanceLoad
+from tetriserve.v1 import generate_pb2, scheduling_pb2
+
+
+class FakeMethod:
+    """`handle.method.remote(...)` of a Ray actor handle, answered by a plain function."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def remote(self, *args: Any) -> Any:
+        async def call() -> Any:
+            return self.answer(*args)
+
+        return call()
+
+
+class FakeInstance:
+    """A serving instance's handle that reports a load, or fails like a dead actor."""
+
+    def __init__(self, name: str, role: int) -> None:
+        self.dead = False
+        self.load_report = FakeMethod(lambda: self._report(name, role))
+        self.set_decode_loads = FakeMethod(lambda reports: None)
+
+    def _report(self, name: str, role: int) -> bytes:
+        if self.dead:
+            raise RuntimeError("the actor died")
+        return load_to_wire(InstanceLoad(name), role).SerializeToString()
+
+
+def _scheduler() -> tuple[GlobalScheduler, dict[str, FakeInstance]]:
+    roles = {"prefill-0": "prefill", "prefill-1": "prefill", "decode-0": "decode"}
+    wire_role = {
+        "prefill": scheduling_pb2.INSTANCE_ROLE_PREFILL,
+        "decode": scheduling_pb2.INSTANCE_ROLE_DECODE,
+    }
+    instances = {name: FakeInstance(name, wire_role[role]) for name, role in roles.items()}
+    return GlobalScheduler(instances, roles), instances
+
+
+def _place(scheduler: GlobalScheduler, request_id: str) -> str:
+    request = generate_pb2.GenerateRequest(request_id=request_id)
+    decision = asyncio.run(_placed(scheduler, request.SerializeToString()))
+    return scheduling_pb2.DispatchDecision.FromString(decision).prefill_instance
+
+
+async def _placed(scheduler: GlobalScheduler, request: bytes) -> bytes:
+    scheduler._monitor = asyncio.get_running_loop().create_future()  # no monitor loop here
+    return await scheduler.place(request)
+
+
+def test_an_instance_reported_lost_gets_nothing_until_it_answers_again() -> None:
+    scheduler, _ = _scheduler()
+    assert _place(scheduler, "a") == "prefill-0"
+    scheduler.finished("a")
+    scheduler.instance_lost("prefill-0")
+    assert [_place(scheduler, r) for r in ("b", "c")] == ["prefill-1", "prefill-1"]
+    asyncio.run(scheduler._collect_and_broadcast())  # prefill-0 answers this round
+    assert scheduler.unreachable == set()
+    assert _place(scheduler, "d") == "prefill-0"
+
+
+def test_an_instance_that_misses_a_round_is_unreachable() -> None:
+    scheduler, instances = _scheduler()
+    instances["prefill-0"].dead = True
+    asyncio.run(scheduler._collect_and_broadcast())
+    assert scheduler.unreachable == {"prefill-0"}
+    assert scheduler.stats()["unreachable"] == ["prefill-0"]
+    assert _place(scheduler, "a") == "prefill-1"
+    instances["prefill-1"].dead = True
+    asyncio.run(scheduler._collect_and_broadcast())
+    with pytest.raises(Overloaded):
+        _place(scheduler, "b")
+
+
+def test_a_loss_reported_for_an_unknown_instance_changes_nothing() -> None:
+    scheduler, _ = _scheduler()
+    scheduler.instance_lost("prefill-7")
+    assert scheduler.unreachable == set()
