@@ -10,14 +10,7 @@ import time
 import uuid
 from typing import Any, Literal, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cluster.request import FinishReason, SamplingSpec
 
@@ -91,7 +84,11 @@ def model_not_found(model: str) -> APIError:
 
 
 def validated(schema: type[M], payload: dict[str, Any]) -> M:
-    """`payload` checked against `schema`; the first problem found becomes a 400."""
+    """`payload` checked against `schema`; the first problem found becomes a 400, and so
+    does a parameter this server does not serve (UNSERVED_PARAMETERS)."""
+    for name, idle_values in UNSERVED_PARAMETERS.items():
+        if name in payload and payload[name] not in idle_values:
+            raise bad_request(f"{name}: not supported by this server", name)
     try:
         return schema.model_validate(payload)
     except ValidationError as exc:
@@ -120,29 +117,6 @@ class _SamplingFields(BaseModel):
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
     repetition_penalty: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
-
-    # Accepted only with a value that asks for nothing (UNSERVED_PARAMETERS).
-    best_of: Any = None
-    logit_bias: Any = None
-    response_format: Any = None
-    tools: Any = None
-    tool_choice: Any = None
-    functions: Any = None
-    function_call: Any = None
-    echo: Any = None
-    suffix: Any = None
-    guided_json: Any = None
-    guided_regex: Any = None
-    guided_choice: Any = None
-    guided_grammar: Any = None
-    use_beam_search: Any = None
-
-    @field_validator(*UNSERVED_PARAMETERS)
-    @classmethod
-    def _only_served_parameters(cls, value: Any, info: ValidationInfo) -> Any:
-        if value not in UNSERVED_PARAMETERS[str(info.field_name)]:
-            raise ValueError(f"{info.field_name} is not supported by this server")
-        return value
 
     @field_validator("stop")
     @classmethod
