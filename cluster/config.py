@@ -102,6 +102,8 @@ class DeploymentConfig(BaseModel):
     # priority, which decodes with whatever the prefill leaves of them and never delays it.
     backfill_decode: bool = True
     max_outstanding: PositiveInt = 256
+    # Largest request body the front door reads; a larger one is refused with a 413.
+    max_body_bytes: PositiveInt = 4 * 2**20
     # Sequences an engine runs at once; None: 16 per core for CPU engines (the batch of
     # plain vLLM's 32 sequences on 2 cores), EngineConfig's default on GPUs. Under more load
     # than that, requests wait their turn in the engine's queue, first come first served,

@@ -174,7 +174,7 @@ def build_app(config: DeploymentConfig) -> serve.Application:
     path = builder(config, checkpoint)
     max_model_len = min(config.max_model_len, checkpoint.max_model_len)
     return OpenAIIngress.options(ray_actor_options={"num_cpus": 0}).bind(
-        path, str(model_dir), max_model_len, sorted(checkpoint.adapters)
+        path, str(model_dir), max_model_len, sorted(checkpoint.adapters), config.max_body_bytes
     )
 
 

@@ -5,11 +5,12 @@ ingress replica, which checks the request by the same rules as `/v1/completions`
 request path (actors/request/request_path.py) → one `GenerateResponse` per token step, the last
 with `finish_reason` set. A refusal ends the call with a gRPC status code instead of a 4xx:
 bad input INVALID_ARGUMENT, unknown model or adapter NOT_FOUND, over capacity
-RESOURCE_EXHAUSTED, a backend failure INTERNAL.
+RESOURCE_EXHAUSTED (with a `retry-after` trailer), a backend failure INTERNAL.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -78,7 +79,7 @@ class GrpcGeneration:
         grpc_context: RayServegRPCContext | None = None,
     ) -> AsyncIterator[generate_pb2.GenerateResponse]:
         try:
-            generation = self._generation(request)
+            generation = await asyncio.to_thread(self._generation, request)
             async for delta in self._stream(generation):
                 yield delta_to_wire(delta)
         except APIError as exc:
@@ -86,6 +87,8 @@ class GrpcGeneration:
                 raise
             grpc_context.set_code(STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL))
             grpc_context.set_details(exc.message)
+            # A refusal for load carries its Retry-After as trailing metadata.
+            grpc_context.set_trailing_metadata([(k.lower(), v) for k, v in exc.headers.items()])
             raise GrpcRefused(exc.message) from None
 
     def _generation(self, msg: generate_pb2.GenerateRequest) -> GenerationRequest:

@@ -3,11 +3,14 @@
 Client → this ingress (validate, tokenize, pick the adapter) → the request path
 (actors/request/request_path.py: scheduler, prefill, decode) → tokens back as JSON or server-sent
 events. Bad input is answered here with a 4xx and an
-OpenAI-style error body; nothing malformed travels further.
+OpenAI-style error body (unknown routes and methods too); nothing malformed travels further.
+Bodies are read under a size limit (deploy/request_body.py), and tokenizing runs in a worker
+thread, so that one large request never holds the event loop every other request needs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from ray import serve
+from starlette.exceptions import HTTPException
 
 from actors.request.request_timer import RequestTimer
 from actors.scheduler.global_scheduler import Overloaded
@@ -27,7 +31,6 @@ from deploy.openai_protocol import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
-    bad_request,
     chat_body,
     completion_body,
     model_not_found,
@@ -37,6 +40,7 @@ from deploy.openai_protocol import (
     validated,
 )
 from deploy.prompt_renderer import DEFAULT_COMPLETION_TOKENS, PromptRenderer
+from deploy.request_body import parse_object, read_limited
 
 app = FastAPI(title="tetriserve")
 BodyBuilder = Callable[[str, str, str, Any, dict, bool], dict]
@@ -47,16 +51,12 @@ async def _api_error(_: Request, exc: APIError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-async def _parse(request: Request, schema: type[BaseModel]) -> Any:
-    try:
-        payload = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise bad_request("request body is nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise bad_request("request body must be a JSON object")
-    return validated(schema, payload)
+@app.exception_handler(HTTPException)
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    """The framework's own refusals (no such route, method not allowed) in OpenAI's shape."""
+    kind = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(exc.status_code, "APIError")
+    error = APIError(exc.status_code, str(exc.detail), kind)
+    return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _chain(first: TokenDelta, rest: AsyncIterator[TokenDelta]) -> AsyncIterator[TokenDelta]:
@@ -72,10 +72,22 @@ def _sse(payload: dict | str) -> str:
 @serve.deployment(name="OpenAIIngress", max_ongoing_requests=256)
 @serve.ingress(app)
 class OpenAIIngress(GrpcGeneration):
-    def __init__(self, path: Any, model_dir: str, max_model_len: int, adapters: list[str]) -> None:
+    def __init__(
+        self,
+        path: Any,
+        model_dir: str,
+        max_model_len: int,
+        adapters: list[str],
+        max_body_bytes: int,
+    ) -> None:
         self.path = path
         self.adapters = set(adapters)
         self.renderer = PromptRenderer(Path(model_dir), max_model_len)
+        self.max_body_bytes = max_body_bytes
+
+    async def _parse(self, request: Request, schema: type[BaseModel]) -> Any:
+        raw = await read_limited(request.headers, request.stream(), self.max_body_bytes)
+        return validated(schema, parse_object(raw))
 
     @app.get("/v1/models")
     async def models(self) -> dict:
@@ -93,8 +105,8 @@ class OpenAIIngress(GrpcGeneration):
 
     @app.post("/v1/completions")
     async def completions(self, request: Request):
-        body: CompletionRequest = await _parse(request, CompletionRequest)
-        tokens = self.renderer.completion_tokens(body.prompt)
+        body: CompletionRequest = await self._parse(request, CompletionRequest)
+        tokens = await asyncio.to_thread(self.renderer.completion_tokens, body.prompt)
         max_tokens = self.renderer.max_tokens(
             len(tokens), body.max_tokens, DEFAULT_COMPLETION_TOKENS
         )
@@ -102,8 +114,8 @@ class OpenAIIngress(GrpcGeneration):
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
-        body: ChatCompletionRequest = await _parse(request, ChatCompletionRequest)
-        tokens = self.renderer.chat_tokens(body.messages)
+        body: ChatCompletionRequest = await self._parse(request, ChatCompletionRequest)
+        tokens = await asyncio.to_thread(self.renderer.chat_tokens, body.messages)
         max_tokens = self.renderer.max_tokens(len(tokens), body.requested_max_tokens, None)
         return await self._respond(body, tokens, max_tokens, "chatcmpl", chat_body)
 

@@ -3,7 +3,7 @@
 The front door tokenizes once, with the model's own tokenizer and chat template, so every
 later stage (scheduler, prefill, KV page keys) works on the same token ids.
 
-Tokenizing runs on the front door's event loop and takes about a second per megabyte, so
+Tokenizing takes about a second per megabyte (the front door runs it in a worker thread), so
 a text that cannot fit the context is refused before it is tokenized: no token of the
 vocabulary spells more than `max_token_bytes` bytes of text, so a text of B bytes has at
 least B // max_token_bytes tokens. The bound is the longest vocabulary entry's UTF-8

@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=9400, help="base port of the actors' exporters"
     )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=positive,
+        default=DeploymentConfig.model_fields["max_body_bytes"].default,
+        help="largest request body accepted (larger: 413)",
+    )
     parser.add_argument("--prefill", type=int, default=1, help="prefill instances")
     parser.add_argument("--decode", type=int, default=1, help="decode instances")
     parser.add_argument("--memory-nodes", type=int, default=1, help="memory nodes")
@@ -110,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         colocated=args.colocated,
         backfill_decode=not args.no_backfill_decode,
         metrics_port=args.metrics_port,
+        max_body_bytes=args.max_body_bytes,
         chunk_tokens=args.chunk_tokens,
         scheduling=scheduling_from_args(args),
     )

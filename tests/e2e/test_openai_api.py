@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -139,6 +140,11 @@ BAD_REQUESTS = {
         b'{"model": "base", "prompt": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
         400,
     ),
+    "body over the 4 MiB limit": (
+        "/v1/completions",
+        {"model": "base", "prompt": "x" * (4 * 2**20)},
+        413,
+    ),
     "best_of": ("/v1/completions", {"model": "base", "prompt": "x", "best_of": 3}, 400),
     "logit_bias": (
         "/v1/completions",
@@ -182,6 +188,32 @@ def test_bad_input_gets_openai_error_and_server_keeps_serving(
     assert error["message"] and error["type"]
     after = client.completions.create(model="base", prompt="still up?", max_tokens=2)
     assert after.usage.completion_tokens == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("POST", "/v1/nope", 404), ("GET", "/v1/completions", 405), ("PUT", "/v1/models", 405)],
+)
+def test_unknown_routes_and_methods_get_openai_errors(
+    server: str, method: str, path: str, status: int
+) -> None:
+    response = httpx.request(method, server + path, timeout=60)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == (status, response.reason_phrase)
+
+
+def test_a_huge_body_is_refused_while_a_concurrent_request_is_served(
+    client: openai.OpenAI, server: str
+) -> None:
+    huge = b'{"model": "base", "prompt": "' + b"x" * (20 * 2**20) + b'"}'
+    with ThreadPoolExecutor(2) as pool:
+        refused = pool.submit(httpx.post, f"{server}/v1/completions", content=huge, timeout=60)
+        served = pool.submit(
+            client.completions.create, model="base", prompt="meanwhile", max_tokens=4
+        )
+        assert refused.result().status_code == 413
+        assert served.result().usage.completion_tokens == 4
 
 
 def test_negative_seeds_are_served_as_vllm_serves_them(client: openai.OpenAI) -> None:

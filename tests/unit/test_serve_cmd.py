@@ -72,3 +72,8 @@ def test_a_backfill_decode_instance_shares_each_prefill_instances_cores_on_cpu()
     assert config.backfills(cpu_engines=False) == {}
     off = _config("--no-backfill-decode")
     assert off.instance_roles(cpu_engines=True) == {"prefill-0": "prefill", "decode-0": "decode"}
+
+
+def test_body_limit_flag_reaches_the_config() -> None:
+    assert _config().max_body_bytes == 4 * 2**20
+    assert _config("--max-body-bytes", "1024").max_body_bytes == 1024
