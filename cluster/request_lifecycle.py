@@ -1,8 +1,9 @@
 """One request's life behind the front door, as its one owner sees it.
 
     placing ─► queued ─► prefilling ─► kv_saved ─► leased ─► dispatched ─► decoding ─► finished
-       ▲                    │                                                   │
-       └── placed again ◄───┘ (its prefill instance died before any token left)  └─► failed
+       ▲                    │                            ▲                      │     │
+       └── placed again ◄───┘                            └──── dispatched again ◄┘     └─► failed
+   (its prefill instance died before any token left)     (an instance died after a token left)
 
 The owner is the request path in the ingress (actors/request/request_path.py). It feeds this
 machine the events that the prefill and decode streams bring, and carries out the actions
@@ -15,6 +16,12 @@ has the request, which releases it once the KV is in its engine. Streams still o
 lease still held are what an ending leaves behind, so every way out (finished, failed, or
 the client gone: `close`) returns the actions that cancel and release them. A request whose
 output ended with its first token still reads the prefill stream to its end, for the lease.
+
+A decode instance that dies under a request does not end it: the owner asks the scheduler
+for another decode instance, which continues from the prompt and every token already made
+(it recomputes their KV: the lost instance may have released the lease). The client's
+stream goes on where it stopped, and a greedy request's text is the same as without the
+fault.
 """
 
 from __future__ import annotations
@@ -67,6 +74,14 @@ class Dispatch:
 
 
 @dataclass(frozen=True, slots=True)
+class DispatchAgain:
+    """Ask the global scheduler for another decode instance (the last one died); the
+    request continues there from the tokens already made."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class CancelPrefill:
     instance: str
 
@@ -103,6 +118,7 @@ Action = (
     PlaceAgain
     | LeftPrefill
     | Dispatch
+    | DispatchAgain
     | CancelPrefill
     | CancelDecode
     | ReleaseLease
@@ -119,8 +135,10 @@ class InvalidTransition(RuntimeError):
 class RequestLife:
     request_id: str
     max_attempts: int = 2
+    max_decode_attempts: int = 2
     stage: Stage = Stage.PLACING
     attempts: int = 0
+    decode_attempts: int = 0
     prefill_instance: str | None = None
     decode_instance: str | None = None
     lease_id: str = ""
@@ -167,10 +185,22 @@ class RequestLife:
         self._enter(Stage.LEASED)
         if not decode_instance:
             return self._end(Stage.FINISHED, FinishReason.LENGTH)
-        self.decode_instance = decode_instance
-        self.decode_open = True
         if lease_id:
             self.lease_holder = Holder.DECODE
+        return self._dispatch(decode_instance)
+
+    def dispatched_again(self, decode_instance: str | None) -> list[Action]:
+        """The scheduler's answer to `DispatchAgain`: the decode instance that continues the
+        request (None when there is none, and the request fails)."""
+        self._expect(Stage.LEASED)
+        if decode_instance is None:
+            return self.fail("no decode instance is available to continue the request")
+        return self._dispatch(decode_instance)
+
+    def _dispatch(self, decode_instance: str) -> list[Action]:
+        self.decode_instance = decode_instance
+        self.decode_open = True
+        self.decode_attempts += 1
         self._enter(Stage.DISPATCHED)
         return [Dispatch(decode_instance)]
 
@@ -203,10 +233,12 @@ class RequestLife:
 
     def instance_lost(self, instance: str, error: str) -> list[Action]:
         """A prefill or decode instance died under the request. Before any token left, a
-        lost prefill means another placement (while attempts remain); otherwise it fails.
-        A lease the dead instance held is reclaimed by its memory nodes when it expires.
-        Either way the scheduler hears of the loss first, so that a placement made again
-        does not go to the dead instance."""
+        lost prefill means another placement; after that (a prefill that died between its
+        first token and its DecodeTask, or a decode instance) another dispatch, from the
+        tokens made so far (each while attempts remain); otherwise the request fails. A
+        lease the dead instance held is reclaimed by its memory nodes when it expires.
+        Either way the scheduler hears of the loss first, so that a placement or dispatch
+        made again does not go to the dead instance."""
         lost_prefill = instance == self.prefill_instance and self.prefill_open
         lost_decode = instance == self.decode_instance and self.decode_open
         told: list[Action] = [InstanceLost(instance)] if lost_prefill or lost_decode else []
@@ -218,6 +250,14 @@ class RequestLife:
             lost_decode and self.lease_holder is Holder.DECODE
         ):
             self.lease_holder = Holder.NOBODY
+        # Tokens already went out: a decode instance goes on from them, whichever side died.
+        continues = (lost_decode and self.stage in (Stage.DISPATCHED, Stage.DECODING)) or (
+            lost_prefill and self.stage is Stage.KV_SAVED
+        )
+        if continues and self.decode_attempts < self.max_decode_attempts:
+            self.decode_instance = None
+            self._enter(Stage.LEASED)
+            return [*told, DispatchAgain(self.decode_attempts + 1)]
         retry = (
             lost_prefill
             and self.stage in (Stage.QUEUED, Stage.PREFILLING)

@@ -36,6 +36,9 @@ from deploy.prometheus_config import metrics_ports
 _DETACHED = False
 # Sequences a CPU engine runs at once, per core it is bound to (DeploymentConfig.max_num_seqs).
 SEQS_PER_CORE = 16
+# A serving instance whose process dies is started again by Ray (a new engine on the same
+# cores) and rejoins placement once it answers the scheduler's monitor.
+INSTANCE_RESTARTS = 3
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
     "kv_connector_module_path": "actors.engine.kv_connector",
@@ -43,7 +46,7 @@ KV_CONNECTOR = {
 }
 
 
-def _actor(cls: type, name: str, concurrent: bool = True) -> Any:
+def _actor(cls: type, name: str, concurrent: bool = True, restarts: int = 0) -> Any:
     """Options for one actor of the deployment.
 
     Engines bind to cores explicitly (EngineConfig.cpu_cores); Ray's CPU accounting would
@@ -52,10 +55,15 @@ def _actor(cls: type, name: str, concurrent: bool = True) -> Any:
     methods and state (memory nodes, switch, adapter store) take one call at a time.
     Under `serve run` the builder runs in a task that ends once the app is built, so its
     actors must not die with it: they are detached there, and live until `ray stop`.
+    `restarts`: how often Ray starts the actor again when its process dies.
     """
     lifetime = "detached" if _DETACHED else None
     return ray.remote(cls).options(
-        name=name, num_cpus=0, max_concurrency=1000 if concurrent else 1, lifetime=lifetime
+        name=name,
+        num_cpus=0,
+        max_concurrency=1000 if concurrent else 1,
+        lifetime=lifetime,
+        max_restarts=restarts,
     )
 
 
@@ -139,7 +147,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         dtype_bytes=4 if cpu_engines else 2,
     )
     instances = {
-        name: _actor(ServingInstance, name).remote(
+        name: _actor(ServingInstance, name, restarts=INSTANCE_RESTARTS).remote(
             name,
             role.value,
             engines[name],

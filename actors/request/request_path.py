@@ -10,8 +10,10 @@ the streams' messages and carries out the actions it returns (dispatch, cancel a
 release a lease, report the end). `OutputText` turns the engines' token ids into the
 client's text and ends the request at a stop string, wherever it falls.
 
-A prefill instance that dies before any token was sent means another placement; after
-that, an instance's death ends the stream with an error: never a hang, never wrong text.
+A prefill instance that dies before any token was sent means another placement; a decode
+instance that dies means another decode instance, which continues from the tokens already
+made. Beyond the attempts, an instance's death ends the stream with an error: never a hang,
+never wrong text.
 `ColocatedPath`: one EngineInstance runs the whole request, with the same output rules.
 
 Both expose `generate(request) -> AsyncIterator[TokenDelta]`; errors come out as a final
@@ -20,7 +22,9 @@ delta with `finish_reason=ERROR` and `error` set, or as `Overloaded` before anyt
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,6 +40,7 @@ from cluster.request_lifecycle import (
     CancelDecode,
     CancelPrefill,
     Dispatch,
+    DispatchAgain,
     InstanceLost,
     LeftPrefill,
     PlaceAgain,
@@ -43,9 +48,11 @@ from cluster.request_lifecycle import (
     Report,
     RequestLife,
 )
-from tetriserve.v1 import generate_pb2, scheduling_pb2
+from tetriserve.v1 import generate_pb2, kv_pb2, scheduling_pb2
 
 ATTEMPTS = 2
+PLACE_AGAIN_WAIT_S = 60.0
+PLACE_AGAIN_POLL_S = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -105,6 +112,7 @@ class _Run:
         self.output = output
         self.calls: dict[str, Any] = {}  # instance -> its open streaming call
         self.task: scheduling_pb2.DecodeTask | None = None
+        self.made: list[int] = []  # the engines' output token ids so far
 
 
 class DisaggregatedPath:
@@ -162,11 +170,20 @@ class DisaggregatedPath:
                 if run.life.prefill_open:
                     await self._carry_out(run, run.life.fail("the prefill stream ended early"))
             except RayError as exc:  # the instance died, or its stream broke
-                run.calls.pop(instance, None)
-                actions = run.life.instance_lost(instance, f"prefill failed: {_reason(exc)}")
-                await self._carry_out(run, actions)
-                if any(isinstance(action, PlaceAgain) for action in actions):
-                    await self._place(run)
+                await self._lost(run, instance, f"prefill failed: {_reason(exc)}")
+
+    async def _place_again(self, run: _Run) -> None:
+        """Another placement for a request whose prefill instance died. While no prefill
+        instance is reachable (the only one is being started again by Ray), the request
+        waits for one, up to PLACE_AGAIN_WAIT_S, rather than being refused."""
+        deadline = time.monotonic() + PLACE_AGAIN_WAIT_S
+        while True:
+            try:
+                return await self._place(run)
+            except Overloaded:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(PLACE_AGAIN_POLL_S)
 
     async def _on_prefill_event(self, run: _Run, message: bytes) -> TokenDelta | None:
         event = scheduling_pb2.PrefillEvent.FromString(message)
@@ -175,7 +192,9 @@ class DisaggregatedPath:
             await self._carry_out(run, run.life.prefill_started())
             return None
         if kind == "first_token":
-            delta = run.output.add(delta_from_wire(event.first_token))
+            step = delta_from_wire(event.first_token)
+            run.made.extend(step.token_ids)
+            delta = run.output.add(step)
             await self._carry_out(run, run.life.first_token(len(delta.token_ids)))
             if run.output.finished:
                 await self._carry_out(run, run.life.finish(delta.finish_reason))
@@ -188,29 +207,56 @@ class DisaggregatedPath:
         return None
 
     async def _decode(self, run: _Run) -> AsyncIterator[TokenDelta]:
-        instance = run.life.decode_instance
-        assert instance is not None
-        try:
-            async for message in _messages(run.calls[instance]):
-                step = delta_from_wire(generate_pb2.GenerateResponse.FromString(message))
-                if step.finished:
-                    await self._carry_out(run, run.life.decode_ended())
-                if step.error:
-                    await self._carry_out(run, run.life.fail(step.error))
-                    return
-                delta = run.output.add(step)
-                await self._carry_out(run, run.life.tokens(len(delta.token_ids)))
-                if run.output.finished:
-                    await self._carry_out(run, run.life.finish(delta.finish_reason))
-                if delta.token_ids or delta.finished:
+        """The decode stream, dispatched again while its instance dies under it."""
+        while run.life.decode_open:
+            instance = run.life.decode_instance
+            assert instance is not None
+            try:
+                async for delta in self._decode_stream(run, run.calls[instance]):
                     yield delta
-                if delta.finished:
-                    return
-            await self._carry_out(run, run.life.decode_ended())
-            await self._carry_out(run, run.life.fail("the decode stream ended before its end"))
-        except RayError as exc:  # the instance died, or its stream broke
-            actions = run.life.instance_lost(instance, f"decode failed: {_reason(exc)}")
-            await self._carry_out(run, actions)
+                return
+            except RayError as exc:  # the instance died, or its stream broke
+                await self._lost(run, instance, f"decode failed: {_reason(exc)}")
+
+    async def _lost(self, run: _Run, instance: str, error: str) -> None:
+        """`instance` died under the request: its call is gone; the life decides the rest
+        (placed again, dispatched again, or failed)."""
+        run.calls.pop(instance, None)
+        await self._carry_out(run, run.life.instance_lost(instance, error))
+
+    async def _decode_stream(self, run: _Run, call: Any) -> AsyncIterator[TokenDelta]:
+        async for message in _messages(call):
+            step = delta_from_wire(generate_pb2.GenerateResponse.FromString(message))
+            if step.finished:
+                await self._carry_out(run, run.life.decode_ended())
+            if step.error:
+                await self._carry_out(run, run.life.fail(step.error))
+                return
+            run.made.extend(step.token_ids)
+            delta = run.output.add(step)
+            await self._carry_out(run, run.life.tokens(len(delta.token_ids)))
+            if run.output.finished:
+                await self._carry_out(run, run.life.finish(delta.finish_reason))
+            if delta.token_ids or delta.finished:
+                yield delta
+            if delta.finished:
+                return
+        await self._carry_out(run, run.life.decode_ended())
+        await self._carry_out(run, run.life.fail("the decode stream ended before its end"))
+
+    async def _dispatch_again(self, run: _Run) -> None:
+        """Another decode instance continues from every token made so far. It has no lease
+        (the dead instance may have released it): it recomputes the KV."""
+        chosen = await self.scheduler.decode_instance.remote()
+        run.task = scheduling_pb2.DecodeTask(
+            request=run.wire,
+            decision=scheduling_pb2.DispatchDecision(
+                request_id=run.request.request_id, decode_instance=chosen
+            ),
+            lease=kv_pb2.KVLease(request_id=run.request.request_id),
+            prefill_output_token_ids=run.made,
+        )
+        await self._carry_out(run, run.life.dispatched_again(chosen or None))
 
     async def _carry_out(self, run: _Run, actions: list[Action]) -> None:
         """The I/O behind the life's decisions."""
@@ -241,4 +287,6 @@ class DisaggregatedPath:
                     # this owner in order, so that placement already avoids the instance.
                     self.scheduler.instance_lost.remote(instance)
                 case PlaceAgain():
-                    pass  # the prefill loop places again
+                    await self._place_again(run)
+                case DispatchAgain():
+                    await self._dispatch_again(run)

@@ -2,9 +2,11 @@
 
 `place` answers where a request's prefill runs: the least-loaded reachable instance in the
 prefill role (or it refuses with `Overloaded` when the cluster already holds `max_outstanding`
-requests: the front door turns that into a 429). The monitor collects every instance's
-LoadReport each `monitor_interval_s` and broadcasts the decode role's load to every
-instance, whose decode dispatchers choose from it. With flips on, an instance idle for long
+requests: the front door turns that into a 429). `decode_instance` answers where a request
+whose decode instance died goes on: the least-loaded reachable one. The monitor collects
+every instance's LoadReport each `monitor_interval_s` (waiting at most ANSWER_TIMEOUT_S for
+each) and broadcasts the decode role's load to every instance, whose decode dispatchers
+choose from it. With flips on, an instance idle for long
 while the other role is busy is drained (no new work routed to it) and, once empty, told to
 take the other role (cluster/instance_flip.py decides; the instance confirms). An instance
 that did not answer the last round, or that a request's owner reported lost, is
@@ -27,6 +29,8 @@ from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 STATS_EVERY_ROUNDS = 10
+# Longest the monitor waits for one instance's answer before it counts it unreachable.
+ANSWER_TIMEOUT_S = 2.0
 
 
 class Overloaded(RuntimeError):
@@ -67,6 +71,7 @@ class GlobalScheduler:
         self.flips: list[tuple[str, str]] = []  # (instance, new role), in order
         self.in_flight: dict[str, str] = {}  # request id -> prefill instance
         self.unreachable: set[str] = set()  # until their next load report
+        self._lost_this_round: set[str] = set()  # reported lost while a round was under way
         self._monitor: asyncio.Task | None = None
 
     def _start_monitor(self) -> None:
@@ -78,12 +83,7 @@ class GlobalScheduler:
         request = generate_pb2.GenerateRequest.FromString(request_bytes)
         if len(self.in_flight) >= self.max_outstanding:
             raise Overloaded(f"{len(self.in_flight)} requests in flight; the limit is reached")
-        routable = {
-            name: self.loads[name]
-            for name in self.roles.routable(Role.PREFILL)
-            if name not in self.unreachable
-        }
-        chosen = self.placement.choose(routable)
+        chosen = self.placement.choose(self._reachable(Role.PREFILL))
         if chosen is None:
             raise Overloaded("no prefill instance is available")
         self.loads[chosen].queued += 1
@@ -92,6 +92,19 @@ class GlobalScheduler:
             request_id=request.request_id, prefill_instance=chosen, policy="least_loaded"
         )
         return decision.SerializeToString()
+
+    def decode_instance(self) -> str:
+        """The reachable decode instance that continues a request whose decode instance
+        died: the least loaded ("" when there is none)."""
+        return self.placement.choose(self._reachable(Role.DECODE)) or ""
+
+    def _reachable(self, role: Role) -> dict[str, InstanceLoad]:
+        """The loads of the instances that take work of `role` and answered last round."""
+        return {
+            name: self.loads[name]
+            for name in self.roles.routable(role)
+            if name not in self.unreachable
+        }
 
     def prefilled(self, request_id: str) -> None:
         """The request left its prefill instance."""
@@ -108,6 +121,7 @@ class GlobalScheduler:
         """A request's owner saw the instance die: unreachable until it reports again."""
         if instance_id in self.instances:
             self.unreachable.add(instance_id)
+            self._lost_this_round.add(instance_id)
 
     def stats(self) -> dict[str, Any]:
         roles = {name: self.roles.role(name).value for name in self.instances}
@@ -137,12 +151,11 @@ class GlobalScheduler:
 
     async def _publish_infrastructure_stats(self) -> None:
         polled = {
-            n: h for n, h in self.infrastructure.items() if n.startswith(("memory-", "switch-"))
+            n: h.stats.remote()
+            for n, h in self.infrastructure.items()
+            if n.startswith(("memory-", "switch-"))
         }
-        stats = await asyncio.gather(
-            *(h.stats.remote() for h in polled.values()), return_exceptions=True
-        )
-        for name, found in zip(polled, stats, strict=True):
+        for name, found in (await _answers(polled)).items():
             if not isinstance(found, dict):
                 continue
             if name.startswith("memory-"):
@@ -155,7 +168,10 @@ class GlobalScheduler:
                 self.cluster_stats.compression_ratio[name] = found.get("compression_ratio", 1.0)
 
     async def _collect_and_broadcast(self) -> None:
+        self._lost_this_round = set()
         reports = await _gather_reports(self.instances)
+        # A report may have left an instance before it died: a loss reported meanwhile holds.
+        reports = {n: r for n, r in reports.items() if n not in self._lost_this_round}
         self.unreachable = set(self.instances) - set(reports)
         self._record_loads(reports)
         self.roles.observe({name: self.loads[name] for name in reports})
@@ -168,10 +184,7 @@ class GlobalScheduler:
             self._record_loads(again)
             reports |= again
         decode = [reports[name] for name in self.roles.routable(Role.DECODE) if name in reports]
-        await asyncio.gather(
-            *(h.set_decode_loads.remote(decode) for h in self.instances.values()),
-            return_exceptions=True,
-        )
+        await _answers({n: h.set_decode_loads.remote(decode) for n, h in self.instances.items()})
         self.flips.extend(flipped)
 
     def _record_loads(self, reports: dict[str, bytes]) -> None:
@@ -200,9 +213,16 @@ class GlobalScheduler:
 
 
 async def _gather_reports(handles: dict[str, Any]) -> dict[str, bytes]:
-    """Load reports of the instances that answer; a dead one is left out of this round."""
-    names = list(handles)
-    results = await asyncio.gather(
-        *(handles[n].load_report.remote() for n in names), return_exceptions=True
-    )
-    return {n: r for n, r in zip(names, results, strict=True) if isinstance(r, bytes)}
+    """Load reports of the instances that answer; a dead one, or one that Ray is still
+    restarting, is left out of this round."""
+    answers = await _answers({n: h.load_report.remote() for n, h in handles.items()})
+    return {n: r for n, r in answers.items() if isinstance(r, bytes)}
+
+
+async def _answers(calls: dict[str, Any]) -> dict[str, Any]:
+    """The results of the calls that succeed within ANSWER_TIMEOUT_S: a call to an actor
+    that is restarting waits for its restart, and must not hold up the whole round."""
+    names = list(calls)
+    waits = (asyncio.wait_for(calls[n], ANSWER_TIMEOUT_S) for n in names)
+    results = await asyncio.gather(*waits, return_exceptions=True)
+    return {n: r for n, r in zip(names, results, strict=True) if not isinstance(r, BaseException)}

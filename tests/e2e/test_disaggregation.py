@@ -14,9 +14,12 @@ finishes 100 requests with no failure.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -52,6 +55,7 @@ class Case:
     max_tokens: int
     stop: tuple[str, ...] = ()
     penalties: tuple[float, float, float] = NO_PENALTIES
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,15 @@ def stop_and_penalty_cases() -> list[Case]:
     return cases + [Case(c.prompt, c.adapter, 16) for c in base]
 
 
+def failover_cases() -> list[Case]:
+    """Long outputs, still streaming when a decode instance is killed under them."""
+    rng = random.Random(3)
+    return [
+        Case(" ".join(rng.choice(WORDS) for _ in range(12)), None, 400, ignore_eos=True)
+        for _ in range(6)
+    ]
+
+
 def handoff_cases() -> list[Case]:
     """A hundred requests of 2 to 24 tokens: every one hands its first token over."""
     rng = random.Random(5)
@@ -110,8 +123,8 @@ def reference(tiny_model: Path) -> dict[Case, Answer]:
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
-    cases = make_prompts(30) + isolation_cases() + make_prompts(9, seed=99)
-    cases += stop_and_penalty_cases() + handoff_cases()
+    cases = make_prompts(30) + isolation_cases() + make_prompts(12, seed=99)
+    cases += stop_and_penalty_cases() + handoff_cases() + failover_cases()
     llm = plain_vllm(tiny_model)
     try:
         loras = {
@@ -131,6 +144,7 @@ def reference(tiny_model: Path) -> dict[Case, Answer]:
                     frequency_penalty=case.penalties[0],
                     presence_penalty=case.penalties[1],
                     repetition_penalty=case.penalties[2],
+                    ignore_eos=case.ignore_eos,
                 )
                 for case in group
             ]
@@ -174,7 +188,7 @@ def answer(client: openai.OpenAI, case: Case) -> Answer:
         stop=list(case.stop) or None,
         frequency_penalty=frequency,
         presence_penalty=presence,
-        extra_body={"repetition_penalty": repetition},
+        extra_body={"repetition_penalty": repetition, "ignore_eos": case.ignore_eos},
     )
     choice = response.choices[0]
     return Answer(choice.text, choice.finish_reason, response.usage.completion_tokens)
@@ -327,6 +341,73 @@ def test_lost_memory_node_means_recompute_not_wrong_text(
     after = decode_counters()
     assert after["requests"] - before["requests"] == len(cases)
     assert after["kv_tokens_loaded"] == before["kv_tokens_loaded"]  # all recomputed
+
+
+def _streamed(client: openai.OpenAI, case: Case, streaming: threading.Semaphore) -> Answer:
+    """`case` as a stream; `streaming` is released once its first tokens arrived."""
+    chunks = client.completions.create(
+        model="base",
+        prompt=case.prompt,
+        max_tokens=case.max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": case.ignore_eos},
+    )
+    text, reason, tokens = [], None, 0
+    for chunk in chunks:
+        if chunk.choices:
+            if not text:
+                streaming.release()
+            text.append(chunk.choices[0].text)
+            reason = chunk.choices[0].finish_reason or reason
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    return Answer("".join(text), reason, tokens)
+
+
+def _actor_pid(name: str) -> int:
+    actor = ray.get_actor(name, namespace="tetriserve-test")
+    return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()))
+
+
+def test_streams_on_a_killed_decode_instance_finish_as_without_the_fault(
+    client: openai.OpenAI, reference: dict
+) -> None:
+    """decode-0's process dies mid-stream: its streams go on from another decode instance,
+    token-identical; new requests are served; Ray starts decode-0 again and it rejoins."""
+    cases = failover_cases()
+    streaming = threading.Semaphore(0)
+    scheduler = ray.get_actor("global-scheduler", namespace="tetriserve-test")
+    with ThreadPoolExecutor(len(cases)) as pool:
+        futures = {case: pool.submit(_streamed, client, case, streaming) for case in cases}
+        for _ in cases:
+            assert streaming.acquire(timeout=120)
+        os.kill(_actor_pid("decode-0"), signal.SIGKILL)
+        served = {case: future.result(timeout=300) for case, future in futures.items()}
+    assert mismatches(served, reference) == ""
+    after = make_prompts(3, seed=5)[1]
+    assert answer(client, after).completion_tokens == after.max_tokens
+    deadline = time.monotonic() + 300
+    while "decode-0" in ray.get(scheduler.stats.remote())["unreachable"]:
+        assert time.monotonic() < deadline, "decode-0 did not rejoin"
+        time.sleep(2)
+    assert ray.get(ray.get_actor("decode-0", namespace="tetriserve-test").stats.remote())
+
+
+def test_requests_on_a_killed_prefill_instance_finish_as_without_the_fault(
+    client: openai.OpenAI, reference: dict
+) -> None:
+    """prefill-0's process dies with requests queued and in flight: those without a token
+    yet wait for Ray to start it again and are placed there; those with one go on from
+    it on a decode instance. Every one finishes as without the fault."""
+    cases = make_prompts(12, seed=99)
+    with ThreadPoolExecutor(len(cases)) as pool:
+        futures = {case: pool.submit(answer, client, case) for case in cases}
+        time.sleep(0.05)
+        os.kill(_actor_pid("prefill-0"), signal.SIGKILL)
+        served = {case: future.result(timeout=300) for case, future in futures.items()}
+    assert mismatches(served, reference) == ""
 
 
 def test_dead_decode_instance_is_a_clear_error_not_a_hang(server: str) -> None:

@@ -27,6 +27,13 @@ class FakeMethod:
         return call()
 
 
+class FakeHangingMethod:
+    """A call to an actor that Ray is restarting: it answers only once the restart is done."""
+
+    def remote(self, *args: Any) -> Any:
+        return asyncio.sleep(3600)
+
+
 class FakeInstance:
     """A serving instance's handle that reports a load, or fails like a dead actor."""
 
@@ -40,9 +47,17 @@ class FakeInstance:
             raise RuntimeError("the actor died")
         return load_to_wire(InstanceLoad(name), role).SerializeToString()
 
+    def restarting(self) -> None:
+        self.load_report = self.set_decode_loads = FakeHangingMethod()
+
 
 def _scheduler() -> tuple[GlobalScheduler, dict[str, FakeInstance]]:
-    roles = {"prefill-0": "prefill", "prefill-1": "prefill", "decode-0": "decode"}
+    roles = {
+        "prefill-0": "prefill",
+        "prefill-1": "prefill",
+        "decode-0": "decode",
+        "decode-1": "decode",
+    }
     wire_role = {
         "prefill": scheduling_pb2.INSTANCE_ROLE_PREFILL,
         "decode": scheduling_pb2.INSTANCE_ROLE_DECODE,
@@ -90,3 +105,37 @@ def test_a_loss_reported_for_an_unknown_instance_changes_nothing() -> None:
     scheduler, _ = _scheduler()
     scheduler.instance_lost("prefill-7")
     assert scheduler.unreachable == set()
+
+
+def test_an_instance_that_is_restarting_does_not_hold_up_the_round(monkeypatch) -> None:
+    monkeypatch.setattr("actors.scheduler.global_scheduler.ANSWER_TIMEOUT_S", 0.05)
+    scheduler, instances = _scheduler()
+    instances["prefill-0"].restarting()
+    asyncio.run(asyncio.wait_for(scheduler._collect_and_broadcast(), timeout=5))
+    assert scheduler.unreachable == {"prefill-0"}
+
+
+def test_a_stream_whose_decode_instance_died_continues_on_a_reachable_one() -> None:
+    scheduler, instances = _scheduler()
+    scheduler.loads["decode-0"].queued = 3  # busier: decode-1 would be chosen first
+    scheduler.instance_lost("decode-1")
+    assert scheduler.decode_instance() == "decode-0"
+    instances["decode-0"].dead = True
+    instances["decode-1"].dead = True
+    asyncio.run(scheduler._collect_and_broadcast())
+    assert scheduler.decode_instance() == ""
+
+
+def test_a_loss_reported_during_a_round_outlasts_the_report_sent_before_it() -> None:
+    scheduler, instances = _scheduler()
+    answered = instances["decode-0"].load_report.answer
+
+    def report_then_die() -> bytes:
+        report = answered()
+        scheduler.instance_lost("decode-0")  # an owner saw it die after it answered
+        return report
+
+    instances["decode-0"].load_report = FakeMethod(report_then_die)
+    asyncio.run(scheduler._collect_and_broadcast())
+    assert scheduler.unreachable == {"decode-0"}
+    assert scheduler.decode_instance() == "decode-1"

@@ -9,6 +9,7 @@ from cluster.request_lifecycle import (
     CancelDecode,
     CancelPrefill,
     Dispatch,
+    DispatchAgain,
     Holder,
     InstanceLost,
     InvalidTransition,
@@ -115,27 +116,59 @@ def test_a_prefill_lost_before_any_token_is_placed_again_then_fails() -> None:
     assert (life.stage, life.error) == (Stage.FAILED, "died too")
 
 
-def test_a_prefill_lost_after_its_first_token_fails_the_request() -> None:
+def test_a_prefill_lost_after_its_first_token_is_dispatched_to_a_decode_instance() -> None:
     life = _prefilling()
     life.first_token(1)
-    assert life.instance_lost("prefill-0", "died") == [
-        InstanceLost("prefill-0"),
-        Report(FinishReason.ERROR, 1, "prefill-0"),
-    ]
-    assert life.stage is Stage.FAILED
-
-
-def test_a_lost_decode_fails_the_request_and_its_lease_is_left_to_expire() -> None:
-    life = _decoding()
-    assert life.instance_lost("decode-0", "died") == [
-        InstanceLost("decode-0"),
-        Report(FinishReason.ERROR, 4, "prefill-0"),
-    ]
-    assert (life.stage, life.lease_holder, life.decode_open) == (
-        Stage.FAILED,
+    assert life.instance_lost("prefill-0", "died") == [InstanceLost("prefill-0"), DispatchAgain(1)]
+    assert (life.stage, life.prefill_open, life.lease_holder) == (
+        Stage.LEASED,
+        False,
         Holder.NOBODY,
+    )
+    assert life.dispatched_again("decode-0") == [Dispatch("decode-0")]
+    assert life.decode_open and life.decode_attempts == 1
+
+
+def test_a_lost_decode_is_dispatched_again_from_the_tokens_made() -> None:
+    life = _decoding()
+    assert life.instance_lost("decode-0", "died") == [InstanceLost("decode-0"), DispatchAgain(2)]
+    assert (life.stage, life.lease_holder, life.decode_open) == (
+        Stage.LEASED,
+        Holder.NOBODY,  # the dead instance's lease is left to expire
         False,
     )
+    assert life.dispatched_again("decode-1") == [Dispatch("decode-1")]
+    assert (life.stage, life.decode_instance, life.decode_open) == (
+        Stage.DISPATCHED,
+        "decode-1",
+        True,
+    )
+    assert life.tokens(2) == []
+    life.decode_ended()
+    assert life.finish(FinishReason.LENGTH) == [Report(FinishReason.LENGTH, 6, "prefill-0")]
+
+
+def test_a_lost_decode_fails_once_its_attempts_are_spent() -> None:
+    life = _decoding()
+    life.instance_lost("decode-0", "died")
+    life.dispatched_again("decode-1")
+    assert life.instance_lost("decode-1", "died too") == [
+        InstanceLost("decode-1"),
+        Report(FinishReason.ERROR, 4, "prefill-0"),
+    ]
+    assert (life.stage, life.error) == (Stage.FAILED, "died too")
+
+
+def test_no_decode_instance_to_continue_on_fails_the_request() -> None:
+    life = _decoding()
+    life.instance_lost("decode-0", "died")
+    assert life.dispatched_again(None) == [Report(FinishReason.ERROR, 4, "prefill-0")]
+    assert life.stage is Stage.FAILED and "no decode instance" in life.error
+
+
+def test_a_dispatch_again_in_any_other_stage_is_invalid() -> None:
+    with pytest.raises(InvalidTransition):
+        _decoding().dispatched_again("decode-1")
 
 
 @pytest.mark.parametrize(
