@@ -24,6 +24,8 @@ class TransferParams:
     num_tokens: int
     pages: tuple[PageHandle, ...] = ()
     nonce: int = 0
+    # The request's KV capability (cluster/kv_capability.py), presented with every KV call.
+    capability: str = ""
 
     def to_kv_transfer_params(self) -> dict[str, Any]:
         body = {
@@ -31,6 +33,7 @@ class TransferParams:
             "tenant": self.tenant,
             "num_tokens": self.num_tokens,
             "nonce": self.nonce,
+            "capability": self.capability,
             "pages": [
                 [p.memory_node, p.virtual_address, p.length, p.arena, p.arena_offset]
                 for p in self.pages
@@ -54,6 +57,7 @@ class TransferParams:
             num_tokens=int(body["num_tokens"]),
             pages=pages,
             nonce=int(body["nonce"]),
+            capability=str(body.get("capability", "")),
         )
 
     def loadable(self, block_size: int, prompt_tokens: int) -> int:
@@ -85,6 +89,7 @@ class SaveOp:
     tenant: int
     nonce: int
     pages: list[PageSave]
+    capability: str = ""
 
 
 @dataclass(slots=True)
@@ -93,3 +98,4 @@ class LoadOp:
     tenant: int
     nonce: int
     pages: list[PageLoad]
+    capability: str = ""

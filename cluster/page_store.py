@@ -223,8 +223,12 @@ class PageStore:
         self.counters.leases_active = len(self.leases.active)
         return lease.expires_at
 
-    def release_lease(self, lease_id: str) -> int:
-        """Frees the lease's pages that are still live; an unknown or ended lease frees none."""
+    def release_lease(self, lease_id: str, tenant: int) -> int:
+        """Frees the lease's pages that are still live; an unknown or ended lease frees none.
+        Another tenant's lease is refused (ForeignPageError) and kept."""
+        held = self.leases.active.get(lease_id)
+        if held is not None and held.tenant != tenant:
+            raise ForeignPageError(f"lease {lease_id} is not tenant {tenant}'s")
         lease = self.leases.pop(lease_id)
         self.counters.leases_active = len(self.leases.active)
         return self._end(lease_id, lease) if lease is not None else 0

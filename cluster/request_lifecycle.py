@@ -75,8 +75,8 @@ class Dispatch:
 
 @dataclass(frozen=True, slots=True)
 class DispatchAgain:
-    """Ask the global scheduler for another decode instance (the last one died); the
-    request continues there from the tokens already made."""
+    """Ask the global scheduler for another decode instance; the request continues there
+    from the tokens already made."""
 
     attempt: int
 
@@ -237,8 +237,8 @@ class RequestLife:
         first token and its DecodeTask, or a decode instance) another dispatch, from the
         tokens made so far (each while attempts remain); otherwise the request fails. A
         lease the dead instance held is reclaimed by its memory nodes when it expires.
-        Either way the scheduler hears of the loss first, so that a placement or dispatch
-        made again does not go to the dead instance."""
+        Either way the scheduler hears of the loss first (the owner waits for it to take
+        it), so that a placement or dispatch made again does not go to the dead instance."""
         lost_prefill = instance == self.prefill_instance and self.prefill_open
         lost_decode = instance == self.decode_instance and self.decode_open
         told: list[Action] = [InstanceLost(instance)] if lost_prefill or lost_decode else []

@@ -28,17 +28,21 @@ from actors.switch.supernic_switch import SuperNICSwitch
 from cluster.checkpoint import CheckpointInfo, inspect_checkpoint
 from cluster.config import DeploymentConfig, EngineConfig
 from cluster.instance_flip import Role
+from cluster.kv_capability import deployment_secret
 from cluster.kv_pages import PageLayout
 from cluster.model_factory import ensure_model
+from deploy.bench_servers import free_port
 from deploy.openai_app import OpenAIIngress
 from deploy.prometheus_config import metrics_ports
 
 _DETACHED = False
 # Sequences a CPU engine runs at once, per core it is bound to (DeploymentConfig.max_num_seqs).
 SEQS_PER_CORE = 16
-# A serving instance whose process dies is started again by Ray (a new engine on the same
-# cores) and rejoins placement once it answers the scheduler's monitor.
-INSTANCE_RESTARTS = 3
+# A serving instance, memory node or switch whose process dies is started again by Ray: an
+# instance with a new engine on the same cores, which rejoins placement once it answers the
+# scheduler's monitor; a memory node empty (KV is recomputed until then); the switch on the
+# same port, so that every KV client reconnects to it.
+RESTARTS = 3
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
     "kv_connector_module_path": "actors.engine.kv_connector",
@@ -117,11 +121,18 @@ def chunk_tokens(config: DeploymentConfig, checkpoint: CheckpointInfo) -> int:
 
 def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> DisaggregatedPath:
     ports = metrics_ports(config)
+    # The KV path's capabilities are minted by the scheduler and checked by the switch and
+    # the memory nodes under this deployment's own secret (cluster/kv_capability.py).
+    secret = deployment_secret()
     nodes = {
-        f"memory-{i}": _actor(MemoryNode, f"memory-{i}", concurrent=False).remote(f"memory-{i}")
+        f"memory-{i}": _actor(
+            MemoryNode, f"memory-{i}", concurrent=False, restarts=RESTARTS
+        ).remote(f"memory-{i}", secret=secret)
         for i in range(config.memory_nodes)
     }
-    switch = _actor(SuperNICSwitch, "switch-0", concurrent=False).remote(nodes)
+    switch = _actor(SuperNICSwitch, "switch-0", concurrent=False, restarts=RESTARTS).remote(
+        nodes, secret=secret, port=free_port()
+    )
     address = ray.get(switch.address.remote())
     store = _actor(LoRAAdapterStore, "adapter-store", concurrent=False).remote(checkpoint.adapters)
     chunk = chunk_tokens(config, checkpoint)
@@ -147,7 +158,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         dtype_bytes=4 if cpu_engines else 2,
     )
     instances = {
-        name: _actor(ServingInstance, name, restarts=INSTANCE_RESTARTS).remote(
+        name: _actor(ServingInstance, name, restarts=RESTARTS).remote(
             name,
             role.value,
             engines[name],
@@ -171,6 +182,8 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         metrics_port=ports.get("global-scheduler"),
         flip_idle_rounds=scheduling.flip_idle_rounds if scheduling.flip else None,
         fixed_roles=frozenset(backfills),
+        kv_secret=secret,
+        model_id=str(checkpoint.model_dir),
     )
     return DisaggregatedPath(scheduler, instances, str(checkpoint.model_dir))
 

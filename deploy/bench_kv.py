@@ -76,7 +76,9 @@ def _median_seconds(action: Callable[[], Any], repeats: int, progress: tqdm) -> 
     return statistics.median(timings)
 
 
-def measure(client: Any, page_bytes: int, args: argparse.Namespace, progress: tqdm) -> KVFigures:
+def measure(
+    client: Any, authority: Any, page_bytes: int, args: argparse.Namespace, progress: tqdm
+) -> KVFigures:
     import torch
 
     from actors.kv.page_io import PageIO
@@ -87,6 +89,7 @@ def measure(client: Any, page_bytes: int, args: argparse.Namespace, progress: tq
     page = LAYERS * block_bytes + TRAILER_BYTES
     count = max(1, (args.total_mib << 20) // page)
     tenant = tenant_id("bench-kv", str(page_bytes))
+    client.present(tenant, authority.mint(tenant))
     lease = client.alloc_pages(tenant, count, page, f"bench-kv-{page_bytes}", ttl_s=600.0)
     handles = lease_pages(lease)
     if args.through_switch:  # as an engine on another machine sees them: no arena
@@ -119,7 +122,7 @@ def measure(client: Any, page_bytes: int, args: argparse.Namespace, progress: tq
     if not all(torch.equal(a, b) for a, b in zip(source, target, strict=True)):
         raise RuntimeError("the pages read back differ from the pages written")
     io.report()
-    client.release_lease(lease.lease_id)
+    client.release_lease(lease.lease_id, tenant)
     copied = flat_source.numel() * flat_source.element_size()
     write_gbps, read_gbps = moved / write_s / 1e9, moved / read_s / 1e9
     memcpy_gbps = copied / memcpy_s / 1e9
@@ -149,12 +152,20 @@ def run(args: argparse.Namespace) -> int:
     from actors.kv.kv_client import KVClient
     from actors.memory.memory_node import MemoryNode
     from actors.switch.supernic_switch import SuperNICSwitch
+    from cluster.kv_capability import CapabilityAuthority, deployment_secret
 
     address = os.environ.get("RAY_ADDRESS")
     init_ray(address=address, namespace=NAMESPACE, log_to_driver=False, ignore_reinit_error=True)
-    node = ray.remote(MemoryNode).options(num_cpus=0, max_concurrency=1).remote("memory-0")
+    secret = deployment_secret()
+    node = (
+        ray.remote(MemoryNode)
+        .options(num_cpus=0, max_concurrency=1)
+        .remote("memory-0", secret=secret)
+    )
     switch = (
-        ray.remote(SuperNICSwitch).options(num_cpus=0, max_concurrency=1).remote({"memory-0": node})
+        ray.remote(SuperNICSwitch)
+        .options(num_cpus=0, max_concurrency=1)
+        .remote({"memory-0": node}, secret=secret)
     )
     path = "through the switch" if args.through_switch else "one-sided into the arena"
     print(f"KV path: {path}; {args.total_mib} MiB per round, median of {args.repeats} rounds")
@@ -163,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         KVClient(ray.get(switch.address.remote()), timeout_s=120.0) as client,
         tqdm(total=rounds, unit="round", file=sys.stderr) as bar,
     ):
-        figures = [measure(client, size, args, bar) for size in PAGE_SIZES]
+        authority = CapabilityAuthority(secret)
+        figures = [measure(client, authority, size, args, bar) for size in PAGE_SIZES]
     ray.get(node.close.remote())
     for actor in (switch, node):
         ray.kill(actor)

@@ -1,14 +1,27 @@
-"""Helpers the end-to-end tests share: a free loopback port, and the plain vLLM engine
-that serves as the correctness oracle."""
+"""Helpers the tests share: a free loopback port, the plain vLLM engine that serves as the
+correctness oracle, and the KV path's capability authority of the actor tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from cluster.kv_capability import CapabilityAuthority
 from deploy.bench_servers import free_port
 
-__all__ = ["free_port", "plain_vllm"]
+__all__ = ["KV_SECRET", "free_port", "plain_vllm", "presenting"]
+
+# The actor tests' deployment secret: their switch and memory nodes check capabilities
+# minted under it.
+KV_SECRET = b"the KV path secret of the actor tests"
+
+
+def presenting(client: Any, *tenants: int) -> Any:
+    """`client`, presenting a capability for each of `tenants` from now on."""
+    authority = CapabilityAuthority(KV_SECRET)
+    for tenant in tenants:
+        client.present(tenant, authority.mint(tenant))
+    return client
 
 
 def plain_vllm(model_dir: Path, max_model_len: int = 1024, **overrides: Any):

@@ -127,7 +127,9 @@ class TetriserveConnector(KVConnectorBase_V1):
             )
             for page in pages_touched(self._block_size, end - num_external_tokens, end)
         ]
-        self._to_load.append(LoadOp(request.request_id, params.tenant, params.nonce, pages))
+        self._to_load.append(
+            LoadOp(request.request_id, params.tenant, params.nonce, pages, params.capability)
+        )
         self._load_planned.add(request.request_id)
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
@@ -173,7 +175,7 @@ class TetriserveConnector(KVConnectorBase_V1):
             ]
             production.saved = end
             params = production.params
-            plan.saves.append(SaveOp(req_id, params.tenant, params.nonce, saves))
+            plan.saves.append(SaveOp(req_id, params.tenant, params.nonce, saves, params.capability))
         if production.saved >= production.num_tokens:
             del self._producing[req_id]
 
@@ -210,6 +212,7 @@ class TetriserveConnector(KVConnectorBase_V1):
         loaded = 0
         try:
             io = self._io()
+            io.client.present(op.tenant, op.capability)
             placed = io.read(op.tenant, [(p.handle, p.needed_tokens) for p in op.pages], op.nonce)
             blocks = [page.block_id for page in op.pages[: len(placed.places)]]
             for layer, cache in enumerate(self._caches):
@@ -242,6 +245,7 @@ class TetriserveConnector(KVConnectorBase_V1):
         for op in plan.saves:
             sealed = [(page.handle, page.valid_tokens) for page in op.pages]
             try:
+                self._io().client.present(op.tenant, op.capability)
                 self._io().seal(op.tenant, sealed, op.nonce)
             except KVTransferError as exc:
                 log.warning("KV save of %s failed; decode will recompute: %s", op.req_id, exc)

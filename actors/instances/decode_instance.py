@@ -87,8 +87,10 @@ class DecodeInstance:
         request = request_from_wire(task.request).continued(prior)
         lease = task.lease
         tenant = tenant_id(self.model_id, request.adapter)
+        capability = task.decision.kv_capability
+        self.kv.present(tenant, capability)
         consume = TransferParams(
-            "consume", tenant, lease.num_tokens, lease_pages(lease), lease.nonce
+            "consume", tenant, lease.num_tokens, lease_pages(lease), lease.nonce, capability
         )
         self.counters["requests"] += 1
         self.counters["kv_pages_leased"] += len(lease.pages)
@@ -104,12 +106,12 @@ class DecodeInstance:
                     metrics.KV_TOKENS_LOADED.labels(self.serving.instance_id).inc(
                         delta.cached_tokens
                     )
-                    asyncio.get_running_loop().run_in_executor(None, self._release, lease)
+                    asyncio.get_running_loop().run_in_executor(None, self._release, lease, tenant)
                 yield delta_to_wire(delta).SerializeToString()
         finally:
             await self._finished(request.request_id)
             if not released:
-                await asyncio.to_thread(self._release, lease)
+                await asyncio.to_thread(self._release, lease, tenant)
 
     def stream_interval_s(self) -> float:
         """How long a stream gathers steps into one message: the running streams share
@@ -146,10 +148,10 @@ class DecodeInstance:
             self.decoding.pop(request_id, None)
             self._changed.notify_all()
 
-    def _release(self, lease: Any) -> None:
+    def _release(self, lease: Any, tenant: int) -> None:
         # On failure the memory nodes free the pages when the lease expires.
         with contextlib.suppress(KVTransferError):
-            self.kv.release_lease(lease.lease_id)
+            self.kv.release_lease(lease.lease_id, tenant)
 
 
 async def coalesce(

@@ -108,6 +108,8 @@ class PrefillInstance:
         request = request_from_wire(task.request)
         prompt = list(request.prompt_token_ids)
         tenant = tenant_id(self.model_id, request.adapter)
+        capability = task.decision.kv_capability
+        self.kv.present(tenant, capability)
         leasing = asyncio.ensure_future(asyncio.to_thread(self._lease, request, tenant, prompt))
         handed_over = False
         try:
@@ -115,7 +117,7 @@ class PrefillInstance:
             try:
                 lease = await leasing
                 yield _event(started=scheduling_pb2.PrefillStarted())
-                first = await self._first_step(request, tenant, prompt, lease)
+                first = await self._first_step(request, tenant, capability, prompt, lease)
             finally:
                 self.released_tokens -= len(prompt)
                 self._release_queued()
@@ -139,22 +141,22 @@ class PrefillInstance:
             yield _event(decode_task=decode_task)
         finally:
             if not handed_over:
-                await self._give_back(leasing)
+                await self._give_back(leasing, tenant)
 
-    async def _give_back(self, leasing: asyncio.Future) -> None:
+    async def _give_back(self, leasing: asyncio.Future, tenant: int) -> None:
         """The lease of a request that ended here (or was cancelled) goes back at once."""
         try:
             lease = await asyncio.shield(leasing)
         except Exception:
             return
         if lease.lease_id:
-            await asyncio.to_thread(self.release_lease, lease.lease_id)
+            await asyncio.to_thread(self.release_lease, lease.lease_id, tenant)
 
-    def release_lease(self, lease_id: str) -> None:
-        """A lease the request's owner no longer needs (its output ended with the first
-        token); a lease that cannot be released expires on its memory nodes."""
+    def release_lease(self, lease_id: str, tenant: int) -> None:
+        """A lease of `tenant` that the request's owner no longer needs; a lease that cannot
+        be released expires on its memory nodes."""
         with contextlib.suppress(KVTransferError):
-            self.kv.release_lease(lease_id)
+            self.kv.release_lease(lease_id, tenant)
 
     async def observe(self, prompt: list[int], output_tokens: int) -> None:
         """A finished request's true output length: the predictor learns from it.
@@ -191,12 +193,17 @@ class PrefillInstance:
             self._turns.pop(queued.request_id).set()
 
     async def _first_step(
-        self, request: GenerationRequest, tenant: int, prompt: list[int], lease: kv_pb2.KVLease
+        self,
+        request: GenerationRequest,
+        tenant: int,
+        capability: str,
+        prompt: list[int],
+        lease: kv_pb2.KVLease,
     ) -> TokenDelta:
         """The prompt through the engine, up to its first token; the KV of every prompt
         token goes into the lease's pages."""
         pages = lease_pages(lease)
-        produce = TransferParams("produce", tenant, len(prompt), pages, lease.nonce)
+        produce = TransferParams("produce", tenant, len(prompt), pages, lease.nonce, capability)
         spec = request.sampling
         first_step = dataclasses.replace(spec, max_tokens=1, min_tokens=min(spec.min_tokens, 1))
         step_request = dataclasses.replace(request, sampling=first_step)

@@ -64,8 +64,8 @@ class ServingInstance:
         async for message in self.decode_role.decode(task_bytes):
             yield message
 
-    def release_lease(self, lease_id: str) -> None:
-        self.prefill_role.release_lease(lease_id)
+    def release_lease(self, lease_id: str, tenant: int) -> None:
+        self.prefill_role.release_lease(lease_id, tenant)
 
     async def observe(self, prompt: list[int], output_tokens: int) -> None:
         await self.prefill_role.observe(prompt, output_tokens)

@@ -10,7 +10,9 @@ The arena is a sparse file under /dev/shm (the temporary directory where there i
 only pages written use memory. Its first page is a header that holds the arena's id, which
 an engine checks after attaching: a file of the same name on another machine is not this
 arena. A memory node's arena goes with the memory node (`close(unlink=True)`); arenas whose
-memory node died without closing are swept when the next one is made.
+memory node died without closing are swept when the next one is made. Only the user that
+runs the memory node may open the file (mode 0600): that is the one-sided path's access
+check, as an RDMA region's registration is.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class SharedArena:
         _sweep()
         arena_id = uuid.uuid4()
         path = arena_dir() / f"{_PREFIX}-{os.getpid()}-{arena_id.hex}"
-        with path.open("wb") as file:
+        # Owner-only: the one-sided path checks no capability, so no other user may map it.
+        with os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600), "wb") as file:
             file.truncate(HEADER_BYTES + size)
             file.write(_HEADER.pack(_MAGIC, arena_id.bytes))
         return cls(path, _map(path), owner=True)

@@ -3,8 +3,11 @@
 Request path: engine (vLLM worker process, no Ray) -> KVClient -> gRPC -> SuperNICSwitch ->
 MemoryNode. Synchronous, plain gRPC: every call carries a deadline and either returns or
 raises `KVTransferError` (dead switch or memory node, refused access, timeout); none hangs.
+Every call presents the KV capability the client holds for each tenant it touches
+(cluster/kv_capability.py); without one the switch answers PERMISSION_DENIED.
 
     client = KVClient("127.0.0.1:50051")
+    client.present(tenant, capability)   # minted by the global scheduler
     handle = client.alloc(tenant, key, len(page))
     client.write_page(handle, page)
     page = client.read(handle.tenant, handle.memory_node, handle.virtual_address, handle.length)
@@ -16,8 +19,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from actors.wire import handle_from_wire, handle_to_wire, key_to_wire
+from cluster.kv_capability import CAPABILITY_METADATA
 from cluster.kv_pages import PageHandle, PageKey
 from tetriserve.v1 import kv_pb2, kv_pb2_grpc, switch_pb2, switch_pb2_grpc
 
@@ -38,6 +43,16 @@ class Placed(Protocol):
     def virtual_address(self) -> int: ...
 
 
+def tenants_touched(request: Message) -> list[str]:
+    """The tenants whose pages or accounts a KV or switch request touches: one, or each in
+    a report of bytes moved."""
+    if isinstance(request, switch_pb2.MovedReport):
+        return sorted({moved.tenant for moved in request.moved})
+    if isinstance(request, switch_pb2.SwitchStatsRequest):
+        return []  # counters only, no page
+    return [str(request.tenant)]  # type: ignore[attr-defined]
+
+
 class KVTransferError(RuntimeError):
     """A KV operation failed; `code` is the gRPC status name (e.g. "PERMISSION_DENIED")."""
 
@@ -54,6 +69,11 @@ class KVClient:
         self._channel = grpc.insecure_channel(switch_address, options=CHANNEL_OPTIONS)
         self._kv = kv_pb2_grpc.MemoryNodeStub(self._channel)
         self._switch = switch_pb2_grpc.SuperNICSwitchStub(self._channel)
+        self._capabilities: dict[str, str] = {}  # tenant -> the capability presented for it
+
+    def present(self, tenant: int | str, capability: str) -> None:
+        """From now on, calls that touch `tenant` present `capability`."""
+        self._capabilities[str(tenant)] = capability
 
     def alloc(
         self, tenant: int, key: PageKey | None, length: int, memory_node: str = ""
@@ -186,9 +206,12 @@ class KVClient:
         ]
         return min(expiries, default=0.0)
 
-    def release_lease(self, lease_id: str, memory_node: str = "") -> int:
-        """Frees the lease's pages (on every memory node unless one is named); pages freed."""
-        request = kv_pb2.ReleaseLeaseRequest(lease_id=lease_id, memory_node=memory_node)
+    def release_lease(self, lease_id: str, tenant: int, memory_node: str = "") -> int:
+        """Frees the tenant's lease's pages (on every memory node unless one is named);
+        returns the pages freed."""
+        request = kv_pb2.ReleaseLeaseRequest(
+            lease_id=lease_id, tenant=tenant, memory_node=memory_node
+        )
         return self._call(self._kv.ReleaseLease, request).pages_freed
 
     def switch_stats(self) -> dict[str, tuple[int, float]]:
@@ -205,9 +228,14 @@ class KVClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Callable[..., R], request: object) -> R:
+    def _call(self, method: Callable[..., R], request: Message) -> R:
+        metadata = [
+            (CAPABILITY_METADATA, self._capabilities[tenant])
+            for tenant in tenants_touched(request)
+            if tenant in self._capabilities
+        ]
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=self.timeout_s, metadata=metadata)
         except grpc.RpcError as error:
             code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
             details = error.details() if hasattr(error, "details") else str(error)

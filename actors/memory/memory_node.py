@@ -5,12 +5,14 @@ Request path, control: engine or instance -> KVClient -> SuperNICSwitch -> Memor
 into and out of this node's shared arena (actors/kv/arena.py), at the places the handles of
 `alloc_pages` name; no code of this node runs for it. Data through the switch (an engine on
 another machine): `write_pages` and `read_pages`. Only switches call it, one method per
-MemoryNode rpc, each taking and returning a serialized kv.proto message. A refused request
-raises a `cluster.page_store` error, which Ray hands to the switch and the switch turns into
-a gRPC status. Leases are reaped on every call (and by `reap`), against `clock` (unix
-seconds). Deploy with `ray.remote(MemoryNode).remote("mem0")`; without a `memory` it stores
-pages on a Clio board model whose DRAM is the shared arena, and without an `index` it keeps
-content keys and leases in a Storm remote hash table (one-sided reads first, OCC
+MemoryNode rpc, each taking a serialized kv.proto message and the capabilities that came
+with it (cluster/kv_capability.py: each is checked again here, against the request's
+tenant), and returning a serialized reply. A refused request raises a `cluster.page_store`
+error or a CapabilityError, which Ray hands to the switch and the switch turns into a gRPC
+status. Leases are reaped on every call (and by `reap`), against `clock` (unix seconds).
+Deploy with `ray.remote(MemoryNode).remote("mem0", secret=...)`; without a `memory` it
+stores pages on a Clio board model whose DRAM is the shared arena, and without an `index`
+it keeps content keys and leases in a Storm remote hash table (one-sided reads first, OCC
 transactions for every change), whose reads, RPCs, commits and aborts `stats()["index"]`
 counts.
 """
@@ -22,7 +24,7 @@ import secrets
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -30,6 +32,7 @@ from google.protobuf.message import Message
 from actors.kv.arena import SharedArena
 from actors.memory.clio_memory import ClioMemory
 from actors.wire import handle_to_wire, key_from_wire
+from cluster.kv_capability import CapabilityAuthority
 from cluster.kv_pages import PageHandle
 from cluster.page_index import PageIndex
 from cluster.page_store import Memory, PageStore
@@ -48,12 +51,14 @@ class MemoryNode:
         name: str,
         memory: Memory | None = None,
         *,
+        secret: bytes,
         index: PageIndex | None = None,
         lease_ttl_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         board: ClioParams | None = None,
     ) -> None:
         self.name = name
+        self.authority = CapabilityAuthority(secret)
         self.arena: SharedArena | None = None
         params = board or ClioParams()
         if memory is None:
@@ -71,31 +76,31 @@ class MemoryNode:
         self.clock = clock
         self.ops: Counter[str] = Counter()
 
-    def alloc(self, request: bytes) -> bytes:
-        msg = self._open("alloc", kv_pb2.AllocRequest, request)
+    def alloc(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("alloc", kv_pb2.AllocRequest, request, capabilities)
         key = key_from_wire(msg.key) if msg.HasField("key") else None
         handle, existed, latency = self.store.alloc(msg.tenant, key, msg.length)
         located = handle_to_wire(self._located(handle))
         return _reply(kv_pb2.AllocReply(handle=located, existed=existed), latency)
 
-    def free(self, request: bytes) -> bytes:
-        msg = self._open("free", kv_pb2.FreeRequest, request)
+    def free(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("free", kv_pb2.FreeRequest, request, capabilities)
         return _reply(kv_pb2.FreeReply(), self.store.free(msg.tenant, msg.virtual_address))
 
-    def read(self, request: bytes) -> bytes:
-        msg = self._open("read", kv_pb2.ReadRequest, request)
+    def read(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("read", kv_pb2.ReadRequest, request, capabilities)
         data, latency = self.store.read(msg.tenant, msg.virtual_address, msg.length)
         return _reply(kv_pb2.ReadReply(data=data), latency)
 
-    def write(self, request: bytes) -> bytes:
-        msg = self._open("write", kv_pb2.WriteRequest, request)
+    def write(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("write", kv_pb2.WriteRequest, request, capabilities)
         return _reply(
             kv_pb2.WriteReply(), self.store.write(msg.tenant, msg.virtual_address, msg.data)
         )
 
-    def write_pages(self, request: bytes) -> bytes:
+    def write_pages(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
         """Each page written whole: at its address, or allocated under its key first."""
-        msg = self._open("write_pages", kv_pb2.WritePagesRequest, request)
+        msg = self._open("write_pages", kv_pb2.WritePagesRequest, request, capabilities)
         handles, latency = [], 0.0
         for page in msg.pages:
             address = page.virtual_address
@@ -109,9 +114,9 @@ class MemoryNode:
             handles.append(handle_to_wire(written))
         return _reply(kv_pb2.WritePagesReply(handles=handles), latency)
 
-    def alloc_pages(self, request: bytes) -> bytes:
+    def alloc_pages(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
         """A request's pages under a new lease, located in the shared arena."""
-        msg = self._open("alloc_pages", kv_pb2.AllocPagesRequest, request)
+        msg = self._open("alloc_pages", kv_pb2.AllocPagesRequest, request, capabilities)
         ttl_s = msg.ttl_s if msg.ttl_s > 0 else self.lease_ttl_s
         handles, expires, latency = self.store.alloc_pages(
             msg.tenant, msg.count, msg.length, msg.lease_id, ttl_s, self.clock()
@@ -132,8 +137,8 @@ class MemoryNode:
         offset = self.memory.locate(handle.tenant, board)
         return dataclasses.replace(handle, arena=self.arena.name, arena_offset=offset)
 
-    def read_pages(self, request: bytes) -> bytes:
-        msg = self._open("read_pages", kv_pb2.ReadPagesRequest, request)
+    def read_pages(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("read_pages", kv_pb2.ReadPagesRequest, request, capabilities)
         pages, latency = [], 0.0
         for page in msg.pages:
             data, read_ns = self.store.read(msg.tenant, page.virtual_address, page.length)
@@ -141,32 +146,32 @@ class MemoryNode:
             latency += read_ns
         return _reply(kv_pb2.ReadPagesReply(data=pages), latency)
 
-    def lock(self, request: bytes) -> bytes:
-        msg = self._open("lock", kv_pb2.LockRequest, request)
+    def lock(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("lock", kv_pb2.LockRequest, request, capabilities)
         acquired, latency = self.store.lock(msg.tenant, msg.virtual_address, msg.release)
         return _reply(kv_pb2.LockReply(acquired=acquired), latency)
 
-    def fence(self, request: bytes) -> bytes:
-        msg = self._open("fence", kv_pb2.FenceRequest, request)
+    def fence(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("fence", kv_pb2.FenceRequest, request, capabilities)
         return _reply(kv_pb2.FenceReply(), self.store.fence(msg.tenant))
 
-    def lookup(self, request: bytes) -> bytes:
-        msg = self._open("lookup", kv_pb2.LookupRequest, request)
+    def lookup(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("lookup", kv_pb2.LookupRequest, request, capabilities)
         found, latency = self.store.find(msg.tenant, [key_from_wire(key) for key in msg.keys])
         handles = [handle_to_wire(self._located(h)) if h else kv_pb2.KVPageHandle() for h in found]
         return _reply(kv_pb2.LookupReply(handles=handles), latency)
 
-    def grant_lease(self, request: bytes) -> bytes:
-        msg = self._open("grant_lease", kv_pb2.GrantLeaseRequest, request)
+    def grant_lease(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("grant_lease", kv_pb2.GrantLeaseRequest, request, capabilities)
         ttl_s = msg.ttl_s if msg.ttl_s > 0 else self.lease_ttl_s
         expires = self.store.grant_lease(
             msg.lease_id, msg.tenant, list(msg.virtual_addresses), ttl_s, self.clock()
         )
         return kv_pb2.GrantLeaseReply(expires_at_unix_s=expires).SerializeToString()
 
-    def release_lease(self, request: bytes) -> bytes:
-        msg = self._open("release_lease", kv_pb2.ReleaseLeaseRequest, request)
-        freed = self.store.release_lease(msg.lease_id)
+    def release_lease(self, request: bytes, capabilities: Sequence[str] = ()) -> bytes:
+        msg = self._open("release_lease", kv_pb2.ReleaseLeaseRequest, request, capabilities)
+        freed = self.store.release_lease(msg.lease_id, msg.tenant)
         return kv_pb2.ReleaseLeaseReply(pages_freed=freed).SerializeToString()
 
     def reap(self) -> int:
@@ -193,10 +198,16 @@ class MemoryNode:
             self.arena.close()
             self.arena = None
 
-    def _open(self, op: str, message_type: type[M], request: bytes) -> M:
+    def _open(
+        self, op: str, message_type: type[M], request: bytes, capabilities: Sequence[str]
+    ) -> M:
+        """The request, once a capability for its tenant came with it (CapabilityError, which
+        the switch answers with PERMISSION_DENIED, otherwise)."""
         self.ops[op] += 1
+        msg = message_type.FromString(request)
+        self.authority.check_any(list(capabilities), msg.tenant)  # type: ignore[attr-defined]
         self.store.expire(self.clock())
-        return message_type.FromString(request)
+        return msg
 
 
 def _reply(message: Message, latency_ns: float) -> bytes:

@@ -32,7 +32,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from actors.request.output_text import OutputText, load_tokenizer
-from actors.scheduler.global_scheduler import Overloaded
+from actors.scheduler.global_scheduler import NoInstanceAvailable, Overloaded
 from actors.wire import delta_from_wire, request_to_wire
 from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from cluster.request_lifecycle import (
@@ -51,8 +51,8 @@ from cluster.request_lifecycle import (
 from tetriserve.v1 import generate_pb2, kv_pb2, scheduling_pb2
 
 ATTEMPTS = 2
-PLACE_AGAIN_WAIT_S = 60.0
-PLACE_AGAIN_POLL_S = 0.5
+PLACE_WAIT_S = 120.0
+PLACE_POLL_S = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -113,6 +113,8 @@ class _Run:
         self.calls: dict[str, Any] = {}  # instance -> its open streaming call
         self.task: scheduling_pb2.DecodeTask | None = None
         self.made: list[int] = []  # the engines' output token ids so far
+        # The scheduler's placement, with the request's KV capability.
+        self.placement = scheduling_pb2.DispatchDecision()
 
 
 class DisaggregatedPath:
@@ -142,17 +144,24 @@ class DisaggregatedPath:
             await self._carry_out(run, run.life.close())
 
     async def _place(self, run: _Run) -> None:
-        try:
-            decision = await self.scheduler.place.remote(run.wire.SerializeToString())
-        except RayTaskError as exc:
-            if isinstance(exc.cause, Overloaded):
-                raise exc.cause from None
-            raise
-        chosen = scheduling_pb2.DispatchDecision.FromString(decision).prefill_instance
+        """The request's prefill instance, from the scheduler. While none is reachable (Ray
+        is starting the only one again), the request waits for one, up to PLACE_WAIT_S,
+        rather than being refused; a full cluster refuses it at once (Overloaded)."""
+        deadline = time.monotonic() + PLACE_WAIT_S
+        while True:
+            try:
+                decision = await self.scheduler.place.remote(run.wire.SerializeToString())
+                break
+            except RayTaskError as exc:
+                if not isinstance(exc.cause, Overloaded):
+                    raise
+                if not isinstance(exc.cause, NoInstanceAvailable) or time.monotonic() > deadline:
+                    raise exc.cause from None
+            await asyncio.sleep(PLACE_POLL_S)
+        run.placement = scheduling_pb2.DispatchDecision.FromString(decision)
+        chosen = run.placement.prefill_instance
         await self._carry_out(run, run.life.placed(chosen))
-        task = scheduling_pb2.PrefillTask(
-            request=run.wire, decision=scheduling_pb2.DispatchDecision.FromString(decision)
-        )
+        task = scheduling_pb2.PrefillTask(request=run.wire, decision=run.placement)
         prefill = self.instances[chosen].prefill.options(num_returns="streaming")
         run.calls[chosen] = prefill.remote(task.SerializeToString())
 
@@ -171,19 +180,6 @@ class DisaggregatedPath:
                     await self._carry_out(run, run.life.fail("the prefill stream ended early"))
             except RayError as exc:  # the instance died, or its stream broke
                 await self._lost(run, instance, f"prefill failed: {_reason(exc)}")
-
-    async def _place_again(self, run: _Run) -> None:
-        """Another placement for a request whose prefill instance died. While no prefill
-        instance is reachable (the only one is being started again by Ray), the request
-        waits for one, up to PLACE_AGAIN_WAIT_S, rather than being refused."""
-        deadline = time.monotonic() + PLACE_AGAIN_WAIT_S
-        while True:
-            try:
-                return await self._place(run)
-            except Overloaded:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(PLACE_AGAIN_POLL_S)
 
     async def _on_prefill_event(self, run: _Run, message: bytes) -> TokenDelta | None:
         event = scheduling_pb2.PrefillEvent.FromString(message)
@@ -248,12 +244,14 @@ class DisaggregatedPath:
         """Another decode instance continues from every token made so far. It has no lease
         (the dead instance may have released it): it recomputes the KV."""
         chosen = await self.scheduler.decode_instance.remote()
+        decision = scheduling_pb2.DispatchDecision()
+        decision.CopyFrom(run.placement)
+        decision.decode_instance = chosen
         run.task = scheduling_pb2.DecodeTask(
             request=run.wire,
-            decision=scheduling_pb2.DispatchDecision(
-                request_id=run.request.request_id, decode_instance=chosen
-            ),
+            decision=decision,
             lease=kv_pb2.KVLease(request_id=run.request.request_id),
+            prompt_token_ids=run.request.prompt_token_ids,
             prefill_output_token_ids=run.made,
         )
         await self._carry_out(run, run.life.dispatched_again(chosen or None))
@@ -272,8 +270,10 @@ class DisaggregatedPath:
                         ray.cancel(call)
                 case ReleaseLease(lease_id):
                     prefill = run.life.prefill_instance
-                    if prefill is not None:
-                        self.instances[prefill].release_lease.remote(lease_id)
+                    assert run.task is not None  # the lease came in its DecodeTask
+                    if prefill is not None and run.task.lease.pages:
+                        tenant = run.task.lease.pages[0].tenant
+                        self.instances[prefill].release_lease.remote(lease_id, tenant)
                 case Report(reason, tokens, prefill):
                     self.scheduler.finished.remote(run.request.request_id)
                     ran_to_end = reason in (FinishReason.LENGTH, FinishReason.STOP)
@@ -283,10 +283,10 @@ class DisaggregatedPath:
                 case LeftPrefill():
                     self.scheduler.prefilled.remote(run.request.request_id)
                 case InstanceLost(instance):
-                    # Sent before a placement made again: the scheduler takes calls from
-                    # this owner in order, so that placement already avoids the instance.
-                    self.scheduler.instance_lost.remote(instance)
+                    # Awaited: the scheduler may run an owner's calls in any order, and the
+                    # placement or dispatch made next must not go to the dead instance.
+                    await self.scheduler.instance_lost.remote(instance)
                 case PlaceAgain():
-                    await self._place_again(run)
+                    await self._place(run)
                 case DispatchAgain():
                     await self._dispatch_again(run)

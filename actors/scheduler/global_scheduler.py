@@ -1,8 +1,10 @@
 """GlobalScheduler: admission and prefill placement, the cluster monitor, instance flips.
 
 `place` answers where a request's prefill runs: the least-loaded reachable instance in the
-prefill role (or it refuses with `Overloaded` when the cluster already holds `max_outstanding`
-requests: the front door turns that into a 429). `decode_instance` answers where a request
+prefill role, with the KV capability every KV call made for the request presents (minted
+for the tenant of its model and adapter; cluster/kv_capability.py). It refuses with
+`Overloaded` when the cluster already holds `max_outstanding` requests (the front door
+turns that into a 429). `decode_instance` answers where a request
 whose decode instance died goes on: the least-loaded reachable one. The monitor collects
 every instance's LoadReport each `monitor_interval_s` (waiting at most ANSWER_TIMEOUT_S for
 each) and broadcasts the decode role's load to every instance, whose decode dispatchers
@@ -24,7 +26,10 @@ from prometheus_client import REGISTRY
 from actors import metrics
 from actors.wire import load_from_wire
 from cluster.instance_flip import FlipController, Role
+from cluster.kv_capability import CapabilityAuthority
+from cluster.kv_pages import tenant_id
 from cluster.placement import InstanceLoad, LeastLoaded, Placement
+from cluster.request import BASE_MODEL_NAME, parse_model_name
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,10 @@ ANSWER_TIMEOUT_S = 2.0
 
 class Overloaded(RuntimeError):
     """The cluster holds as many requests as it admits; try again later."""
+
+
+class NoInstanceAvailable(Overloaded):
+    """No instance of the role answers now (Ray may be starting one again)."""
 
 
 class GlobalScheduler:
@@ -49,6 +58,9 @@ class GlobalScheduler:
         metrics_port: int | None = None,
         flip_idle_rounds: int | None = None,
         fixed_roles: frozenset[str] = frozenset(),
+        *,
+        kv_secret: bytes,
+        model_id: str,
     ) -> None:
         metrics.expose(metrics_port)
         self.cluster_stats = metrics.ClusterStats()
@@ -64,6 +76,8 @@ class GlobalScheduler:
             idle_rounds=flip_idle_rounds,
             fixed=fixed_roles,
         )
+        self.kv_authority = CapabilityAuthority(kv_secret)
+        self.model_id = model_id
         self.max_outstanding = max_outstanding
         self.monitor_interval_s = monitor_interval_s
         self.placement = placement or LeastLoaded()
@@ -85,11 +99,15 @@ class GlobalScheduler:
             raise Overloaded(f"{len(self.in_flight)} requests in flight; the limit is reached")
         chosen = self.placement.choose(self._reachable(Role.PREFILL))
         if chosen is None:
-            raise Overloaded("no prefill instance is available")
+            raise NoInstanceAvailable("no prefill instance is available")
         self.loads[chosen].queued += 1
         self.in_flight[request.request_id] = chosen
+        tenant = tenant_id(self.model_id, parse_model_name(request.model or BASE_MODEL_NAME))
         decision = scheduling_pb2.DispatchDecision(
-            request_id=request.request_id, prefill_instance=chosen, policy="least_loaded"
+            request_id=request.request_id,
+            prefill_instance=chosen,
+            policy="least_loaded",
+            kv_capability=self.kv_authority.mint(tenant),
         )
         return decision.SerializeToString()
 

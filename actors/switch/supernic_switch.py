@@ -16,7 +16,7 @@ report the bytes afterwards (`account`): the switch prices them as plain switchi
 closed form (no network task pays on a memory bus), and counts them with the rest. Bytes
 are counted per tenant.
 
-    switch = ray.remote(SuperNICSwitch).remote({"mem0": node0, "mem1": node1})
+    switch = ray.remote(SuperNICSwitch).remote({"mem0": node0, "mem1": node1}, secret=secret)
     address = ray.get(switch.address.remote())   # "127.0.0.1:<port>" for KVClient
 """
 
@@ -37,6 +37,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors.kv.kv_client import CHANNEL_OPTIONS
 from actors.switch.switch_service import RoutingError, SwitchService
+from cluster.kv_capability import CapabilityAuthority
 from fpga_models.supernic.drf import dominant_share
 from fpga_models.supernic.fair_share import FairShare, FairShareConfig, RateLimiter
 from fpga_models.supernic.switch import SuperNIC, TenantCounters, Transmission
@@ -61,6 +62,7 @@ class SuperNICSwitch:
         self,
         memory_nodes: Mapping[str, Any] | None = None,
         *,
+        secret: bytes,
         host: str = "127.0.0.1",
         port: int = 0,
         rate_limit_bytes_per_s: float | None = None,
@@ -70,6 +72,7 @@ class SuperNICSwitch:
         max_workers: int = 8,
     ) -> None:
         self.nodes: dict[str, Any] = dict(memory_nodes or {})
+        self.authority = CapabilityAuthority(secret)  # checks every rpc's capabilities
         self.snic = snic or SuperNIC()
         self.limiter = RateLimiter(rate_limit_bytes_per_s)
         self.fair = FairShare(self.snic.params, fair_share)
@@ -157,6 +160,7 @@ class SuperNICSwitch:
         method: str,
         request: bytes,
         deadline_s: float | None,
+        capabilities: list[str],
         *,
         skip_unreachable: bool = False,
     ) -> list[bytes | None]:
@@ -165,7 +169,7 @@ class SuperNICSwitch:
         timeout = (
             self.node_timeout_s if deadline_s is None else min(self.node_timeout_s, deadline_s)
         )
-        refs = [getattr(self.node(name), method).remote(request) for name in names]
+        refs = [getattr(self.node(name), method).remote(request, capabilities) for name in names]
         if not skip_unreachable:
             return ray.get(refs, timeout=max(timeout, 0.001))
         end, answers = time.monotonic() + timeout, []

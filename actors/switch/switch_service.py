@@ -6,6 +6,9 @@ actor. Each rpc routes by its request's `memory_node` (Fence, Lookup and Release
 name go to every node), forwards the serialized request, and turns any failure into a gRPC
 status: another tenant's or a forged address -> PERMISSION_DENIED, a freed page or an unknown
 node -> NOT_FOUND, a bad length -> INVALID_ARGUMENT, a dead or slow node -> UNAVAILABLE.
+Before any of it, the caller's KV capabilities (cluster/kv_capability.py) must cover every
+tenant the request touches; they travel on to the memory nodes, which check them again. No
+capability, or a forged, expired or other tenant's one -> PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import grpc
 from google.protobuf.message import Message
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from actors.kv.kv_client import tenants_touched
+from cluster.kv_capability import CAPABILITY_METADATA, CapabilityError
 from cluster.page_store import (
     BadLengthError,
     CorruptPageError,
@@ -46,6 +51,7 @@ class BadRequestError(ValueError):
 
 
 _STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (CapabilityError, Code.PERMISSION_DENIED),
     (ForeignPageError, Code.PERMISSION_DENIED),
     (UnmappedAddressError, Code.PERMISSION_DENIED),
     (FreedPageError, Code.NOT_FOUND),
@@ -70,10 +76,22 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return Code.INTERNAL, f"{type(cause).__name__}: {cause}"
 
 
+def capabilities(context: grpc.ServicerContext) -> list[str]:
+    """The KV capabilities the caller presented (gRPC metadata; a call may carry several)."""
+    metadata = context.invocation_metadata() or ()
+    return [value for key, value in metadata if key == CAPABILITY_METADATA]
+
+
 def _rpc(method: Callable[[SwitchService, M, grpc.ServicerContext], Message]) -> Callable:
+    """An rpc that runs only with a capability for every tenant it touches; any failure
+    becomes its gRPC status."""
+
     @functools.wraps(method)
     def run(self: SwitchService, request: M, context: grpc.ServicerContext) -> Message:
         try:
+            presented = capabilities(context)
+            for tenant in tenants_touched(request):
+                self.switch.authority.check_any(presented, tenant)
             reply = method(self, request, context)
         except Exception as error:
             code, details = status_of(error)
@@ -284,6 +302,7 @@ class SwitchService(kv_pb2_grpc.MemoryNodeServicer, switch_pb2_grpc.SuperNICSwit
             method,
             request.SerializeToString(),
             context.time_remaining(),
+            capabilities(context),
             skip_unreachable=skip,
         )
         return [

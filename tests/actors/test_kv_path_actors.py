@@ -21,7 +21,10 @@ from actors.kv.page_io import PageIO
 from actors.memory.memory_node import MemoryNode
 from actors.switch.supernic_switch import SuperNICSwitch
 from actors.wire import lease_pages
+from cluster.kv_capability import CapabilityAuthority
 from cluster.kv_pages import PageHandle, PageKey, page_keys, tenant_id
+from tests.support import KV_SECRET, presenting
+from tetriserve.v1 import kv_pb2
 
 pytestmark = pytest.mark.actors
 
@@ -40,7 +43,7 @@ class KVPath:
 
 
 def memory_node(name: str) -> Any:
-    return ray.remote(MemoryNode).options(num_cpus=0).remote(name)
+    return ray.remote(MemoryNode).options(num_cpus=0).remote(name, secret=KV_SECRET)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def path() -> Iterator[KVPath]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         nodes = {name: memory_node(name) for name in NODES}
-        switch = ray.remote(SuperNICSwitch).options(num_cpus=0).remote(nodes)
+        switch = ray.remote(SuperNICSwitch).options(num_cpus=0).remote(nodes, secret=KV_SECRET)
         client = KVClient(ray.get(switch.address.remote()), timeout_s=5.0)
         yield KVPath(nodes, switch, client)
         client.close()
@@ -56,9 +59,12 @@ def path() -> Iterator[KVPath]:
         ray.shutdown()
 
 
-def tenant_keys(adapter: str, count: int) -> tuple[int, list[PageKey]]:
+def tenant_keys(path: KVPath, adapter: str, count: int) -> tuple[int, list[PageKey]]:
+    """A tenant (whose capability the path's client presents from now on) and its keys."""
     tokens = list(range(1000 * len(adapter), 1000 * len(adapter) + 16 * count))
-    return tenant_id("llama", adapter), page_keys("llama", adapter, tokens, 16)
+    tenant = tenant_id("llama", adapter)
+    presenting(path.client, tenant)
+    return tenant, page_keys("llama", adapter, tokens, 16)
 
 
 def store_pages(
@@ -83,7 +89,7 @@ def test_pages_round_trip_for_two_tenants_over_both_nodes(path: KVPath) -> None:
     client, verified_before = path.client, path.stats()["checksums_verified"]
     stored = {}
     for adapter in ("alpha", "beta"):
-        tenant, keys = tenant_keys(adapter, 8)
+        tenant, keys = tenant_keys(path, adapter, 8)
         pages = [os.urandom(PAGE) for _ in keys]
         handles = store_pages(client, tenant, keys, pages)
         assert [client.read_page(h) for h in handles] == pages
@@ -106,7 +112,7 @@ def test_pages_round_trip_for_two_tenants_over_both_nodes(path: KVPath) -> None:
 
 def test_a_prompts_pages_move_in_one_call_each_way(path: KVPath) -> None:
     client = path.client
-    tenant, keys = tenant_keys("epsilon", 6)
+    tenant, keys = tenant_keys(path, "epsilon", 6)
     pages = kv_like_pages(6, seed=3)
     ops_before = path.stats()["ops"]
     handles = client.write_pages(tenant, list(zip(keys, pages, strict=True)))
@@ -119,7 +125,7 @@ def test_a_prompts_pages_move_in_one_call_each_way(path: KVPath) -> None:
     rewritten = client.write_pages(tenant, [(keys[0], pages[1])])  # same key: same page
     assert rewritten == [dataclasses.replace(handles[0], checksum=zlib.crc32(pages[1]))]
     assert client.read_pages(tenant, rewritten) == [pages[1]]
-    intruder, _ = tenant_keys("zeta", 1)
+    intruder, _ = tenant_keys(path, "zeta", 1)
     with pytest.raises(KVTransferError) as caught:
         client.read_pages(intruder, handles[:1])
     assert caught.value.code == "PERMISSION_DENIED"
@@ -131,8 +137,8 @@ def node_bytes_read(path: KVPath) -> int:
 
 def test_another_tenants_page_gives_an_error_and_no_bytes(path: KVPath) -> None:
     client = path.client
-    owner, keys = tenant_keys("gamma", 2)
-    intruder, intruder_keys = tenant_keys("delta", 1)
+    owner, keys = tenant_keys(path, "gamma", 2)
+    intruder, intruder_keys = tenant_keys(path, "delta", 1)
     secret = os.urandom(PAGE)
     handle, other = store_pages(client, owner, keys, [secret, secret])
     client.grant_lease("gamma-lease", owner, [other])
@@ -182,14 +188,14 @@ def test_another_tenants_page_gives_an_error_and_no_bytes(path: KVPath) -> None:
             call()
         assert caught.value.code == "NOT_FOUND"
     assert client.lookup(owner, keys)[0] is None
-    assert client.release_lease("gamma-lease") == 1
+    assert client.release_lease("gamma-lease", owner) == 1
 
 
 def test_switch_counts_each_tenants_bytes_and_compresses_kv(path: KVPath) -> None:
     client = path.client
     sent = {}
     for seed, adapter in enumerate(("kv-one", "kv-two")):
-        tenant, keys = tenant_keys(adapter, 4 + 2 * seed)
+        tenant, keys = tenant_keys(path, adapter, 4 + 2 * seed)
         pages = kv_like_pages(len(keys), seed)
         handles = store_pages(client, tenant, keys, pages)
         assert client.read_page(handles[0]) == pages[0]
@@ -210,17 +216,17 @@ def test_switch_counts_each_tenants_bytes_and_compresses_kv(path: KVPath) -> Non
 
 def test_lease_release_frees_pages_through_the_switch(path: KVPath) -> None:
     client = path.client
-    tenant, keys = tenant_keys("leased", 4)
+    tenant, keys = tenant_keys(path, "leased", 4)
     handles = store_pages(client, tenant, keys, [os.urandom(PAGE) for _ in keys])
     expires = client.grant_lease("lease-1", tenant, handles[:3], ttl_s=30.0)
     assert time.time() < expires <= time.time() + 30.0
-    assert client.release_lease("lease-1") == 3
-    assert client.release_lease("lease-1") == 0
+    assert client.release_lease("lease-1", tenant) == 3
+    assert client.release_lease("lease-1", tenant) == 0
     assert [h is None for h in client.lookup(tenant, keys)] == [True, True, True, False]
 
 
 def test_rate_limited_tenant_waits_and_is_not_dropped(path: KVPath) -> None:
-    tenant, keys = tenant_keys("slow", 4)
+    tenant, keys = tenant_keys(path, "slow", 4)
     ray.get(path.switch.set_rate_limit.remote(tenant, 1_000_000))  # 1 MB/s, 50 kB burst
     pages = [os.urandom(PAGE) for _ in keys]
     start = time.monotonic()
@@ -253,7 +259,7 @@ def read(io: PageIO, placed, caches: list[torch.Tensor], blocks: list[int]) -> N
 
 def test_pages_written_one_sided_read_back_and_are_the_memory_nodes_own(path: KVPath) -> None:
     io, page_bytes = one_sided(path)
-    tenant, _ = tenant_keys("arena", 1)
+    tenant, _ = tenant_keys(path, "arena", 1)
     lease = path.client.alloc_pages(tenant, 4, page_bytes, "arena-lease")
     handles = list(lease_pages(lease))
     assert all(h.arena for h in handles) and len({h.memory_node for h in handles}) == 1
@@ -273,12 +279,12 @@ def test_pages_written_one_sided_read_back_and_are_the_memory_nodes_own(path: KV
     io.report()  # the bytes moved one-sided, accounted as if they had crossed the switch
     counted = path.stats()["tenants"][str(tenant)]
     assert (counted["bytes_in"], counted["bytes_out"]) == (4 * page_bytes, 5 * page_bytes)
-    assert path.client.release_lease("arena-lease") == 4
+    assert path.client.release_lease("arena-lease", tenant) == 4
 
 
 def test_a_page_of_another_lease_or_not_yet_whole_is_refused(path: KVPath) -> None:
     io, page_bytes = one_sided(path)
-    tenant, _ = tenant_keys("stale", 1)
+    tenant, _ = tenant_keys(path, "stale", 1)
     lease = path.client.alloc_pages(tenant, 2, page_bytes, "stale-lease")
     first, second = lease_pages(lease)
     write(io, [first], kv_cache(3, 2, 1024, seed=3), [0])
@@ -292,12 +298,12 @@ def test_a_page_of_another_lease_or_not_yet_whole_is_refused(path: KVPath) -> No
         placed = io.read(tenant, pages, nonce)
         assert why in placed.failure
         assert len(placed.places) == (1 if len(pages) == 2 else 0)  # the good ones before it
-    path.client.release_lease("stale-lease")
+    path.client.release_lease("stale-lease", tenant)
 
 
 def test_an_engine_on_another_machine_goes_through_the_switch(path: KVPath) -> None:
     io, page_bytes = one_sided(path)
-    tenant, _ = tenant_keys("far", 1)
+    tenant, _ = tenant_keys(path, "far", 1)
     lease = path.client.alloc_pages(tenant, 2, page_bytes, "far-lease")
     # Handles whose arena is on no machine here, as another machine's engine sees them.
     far = [dataclasses.replace(h, arena="") for h in lease_pages(lease)]
@@ -310,14 +316,14 @@ def test_an_engine_on_another_machine_goes_through_the_switch(path: KVPath) -> N
     ops = path.stats()["ops"]
     assert ops["WritePages"] - ops_before.get("WritePages", 0) == 1  # the step's pages at once
     assert ops["ReadPages"] - ops_before.get("ReadPages", 0) == 1
-    path.client.release_lease("far-lease")
+    path.client.release_lease("far-lease", tenant)
 
 
 # Last: it leaves a dead memory node behind the switch.
 def test_a_killed_memory_node_fails_reads_within_the_timeout(path: KVPath) -> None:
     doomed = memory_node("doomed")
     ray.get(path.switch.add_memory_node.remote("doomed", doomed))
-    tenant, keys = tenant_keys("doomed", 1)
+    tenant, keys = tenant_keys(path, "doomed", 1)
     handle = path.client.alloc(tenant, keys[0], PAGE, memory_node="doomed")
     path.client.write_page(handle, os.urandom(PAGE))
     ray.kill(doomed)
@@ -327,9 +333,51 @@ def test_a_killed_memory_node_fails_reads_within_the_timeout(path: KVPath) -> No
     assert caught.value.code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
     assert time.monotonic() - start < path.client.timeout_s + 0.5
     assert path.client.lookup(tenant, keys) == [None]  # the other nodes still answer
-    assert path.client.release_lease("never-granted") == 0
+    assert path.client.release_lease("never-granted", tenant) == 0
     with KVClient("127.0.0.1:1", timeout_s=1.0) as nowhere:  # no switch listens there
         start = time.monotonic()
         with pytest.raises(KVTransferError):
             nowhere.read_page(handle)
         assert time.monotonic() - start < 1.5
+
+
+def test_kv_calls_without_a_genuine_capability_for_their_tenant_are_refused(
+    path: KVPath,
+) -> None:
+    tenant, keys = tenant_keys(path, "guarded", 1)
+    page = os.urandom(PAGE)
+    handle = store_pages(path.client, tenant, keys, [page])[0]
+    authority = CapabilityAuthority(KV_SECRET)
+    version, owner, expiry, mac = authority.mint(tenant, ttl_s=-1.0).split(".")
+    presented = {
+        "none": None,
+        "forged": CapabilityAuthority(b"a secret this deployment never had").mint(tenant),
+        "expired": authority.mint(tenant, ttl_s=-1.0),
+        "another tenant's": authority.mint(tenant_id("llama", "someone-else")),
+        "expiry pushed back": ".".join((version, owner, str(int(expiry) + 10**9), mac)),
+    }
+    for case, capability in presented.items():
+        with KVClient(path.client.address, timeout_s=5.0) as client:
+            if capability is not None:
+                client.present(tenant, capability)
+            for call in (
+                lambda: client.read_page(handle),
+                lambda: client.write_page(handle, b"x" * 64),
+                lambda: client.lookup(tenant, keys),
+                lambda: client.release_lease("guarded-lease", tenant),
+                lambda: client.alloc_pages(tenant, 1, PAGE, "guarded-lease"),
+            ):
+                with pytest.raises(KVTransferError) as caught:
+                    call()
+                assert caught.value.code == "PERMISSION_DENIED", case
+    assert path.client.read_page(handle) == page  # nothing changed
+
+
+def test_a_memory_node_checks_the_capability_again(path: KVPath) -> None:
+    tenant, _ = tenant_keys(path, "direct", 1)
+    request = kv_pb2.FenceRequest(tenant=tenant).SerializeToString()
+    node = path.nodes["mem0"]
+    with pytest.raises(ray.exceptions.RayTaskError, match="CapabilityError"):
+        ray.get(node.fence.remote(request, []))
+    granted = CapabilityAuthority(KV_SECRET).mint(tenant)
+    assert kv_pb2.FenceReply.FromString(ray.get(node.fence.remote(request, [granted])))

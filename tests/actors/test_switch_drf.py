@@ -25,6 +25,7 @@ from actors.memory.memory_node import MemoryNode
 from actors.switch.supernic_switch import SuperNICSwitch
 from cluster.kv_pages import page_keys, tenant_id
 from fpga_models.supernic.fair_share import FairShareConfig
+from tests.support import KV_SECRET, presenting
 
 pytestmark = pytest.mark.actors
 
@@ -63,7 +64,7 @@ class Pusher:
 
     def run(self, address: str, stop: threading.Event) -> None:
         keys = page_keys("llama", self.adapter, list(range(16 * len(self.pages))), 16)
-        with KVClient(address, timeout_s=10.0) as client:
+        with presenting(KVClient(address, timeout_s=10.0), self.tenant) as client:
             handles = [client.alloc(self.tenant, key, PAGE) for key in keys]
             sent = 0
             while not stop.is_set():
@@ -79,10 +80,12 @@ class Pusher:
 def switch() -> Iterator[Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        node = ray.remote(MemoryNode).options(num_cpus=0).remote("mem0")
+        node = ray.remote(MemoryNode).options(num_cpus=0).remote("mem0", secret=KV_SECRET)
         config = FairShareConfig(epoch_s=0.05, scale=INGRESS_BYTES_PER_S / SNIC_PORT_BYTES_PER_S)
         yield (
-            ray.remote(SuperNICSwitch).options(num_cpus=0).remote({"mem0": node}, fair_share=config)
+            ray.remote(SuperNICSwitch)
+            .options(num_cpus=0)
+            .remote({"mem0": node}, fair_share=config, secret=KV_SECRET)
         )
     finally:
         ray.shutdown()

@@ -331,6 +331,25 @@ def test_vllm_benchmark_client_completes_100_requests(
 # The failure tests run last: they kill parts of the module's deployment.
 
 
+def test_a_killed_switch_is_started_again_and_kv_moves_through_it_again(
+    client: openai.OpenAI, reference: dict
+) -> None:
+    """The switch's process dies: requests still get vLLM's text (their KV recomputed while
+    it is down); Ray starts it again on its port, and KV moves through it again."""
+    os.kill(_actor_pid("switch-0"), signal.SIGKILL)
+    cases = [case for case in make_prompts(30) if case.max_tokens > 1][:6]
+    assert [complete(client, case) for case in cases] == [reference[case].text for case in cases]
+    deadline = time.monotonic() + 120
+    for seed in range(1000, 2000):  # fresh prompts: no engine holds their KV
+        fresh = next(case for case in make_prompts(3, seed=seed) if case.max_tokens > 1)
+        before = decode_counters()["kv_tokens_loaded"]
+        answer(client, fresh)
+        if decode_counters()["kv_tokens_loaded"] > before:
+            break
+        assert time.monotonic() < deadline, "no KV moved through the restarted switch"
+        time.sleep(2)
+
+
 def test_lost_memory_node_means_recompute_not_wrong_text(
     client: openai.OpenAI, reference: dict
 ) -> None:

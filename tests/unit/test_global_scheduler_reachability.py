@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from actors.scheduler.global_scheduler import GlobalScheduler, Overloaded
+from actors.scheduler.global_scheduler import GlobalScheduler, NoInstanceAvailable
 from actors.wire import load_to_wire
+from cluster.kv_pages import tenant_id
 from cluster.placement import InstanceLoad
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
@@ -63,7 +64,10 @@ def _scheduler() -> tuple[GlobalScheduler, dict[str, FakeInstance]]:
         "decode": scheduling_pb2.INSTANCE_ROLE_DECODE,
     }
     instances = {name: FakeInstance(name, wire_role[role]) for name, role in roles.items()}
-    return GlobalScheduler(instances, roles), instances
+    scheduler = GlobalScheduler(
+        instances, roles, kv_secret=b"the scheduler test's own secret", model_id="model"
+    )
+    return scheduler, instances
 
 
 def _place(scheduler: GlobalScheduler, request_id: str) -> str:
@@ -97,8 +101,16 @@ def test_an_instance_that_misses_a_round_is_unreachable() -> None:
     assert _place(scheduler, "a") == "prefill-1"
     instances["prefill-1"].dead = True
     asyncio.run(scheduler._collect_and_broadcast())
-    with pytest.raises(Overloaded):
+    with pytest.raises(NoInstanceAvailable):
         _place(scheduler, "b")
+
+
+def test_a_placement_carries_a_kv_capability_for_the_requests_tenant() -> None:
+    scheduler, _ = _scheduler()
+    request = generate_pb2.GenerateRequest(request_id="a", model="base:sql")
+    decision = asyncio.run(_placed(scheduler, request.SerializeToString()))
+    capability = scheduling_pb2.DispatchDecision.FromString(decision).kv_capability
+    assert scheduler.kv_authority.check(capability, tenant_id("model", "sql"))
 
 
 def test_a_loss_reported_for_an_unknown_instance_changes_nothing() -> None:

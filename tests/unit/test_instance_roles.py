@@ -72,6 +72,10 @@ class FakeKVClient:
         self.down = down
         self.leases: dict[str, kv_pb2.KVLease] = {}
         self.released: list[str] = []
+        self.presented: dict[int, str] = {}
+
+    def present(self, tenant: int, capability: str) -> None:
+        self.presented[tenant] = capability
 
     def alloc_pages(
         self, tenant: int, count: int, length: int, lease_id: str, _ttl_s: float
@@ -83,7 +87,8 @@ class FakeKVClient:
         self.leases[lease_id] = lease
         return lease
 
-    def release_lease(self, lease_id: str) -> None:
+    def release_lease(self, lease_id: str, tenant: int) -> None:
+        assert tenant in self.presented, "a lease is released with its tenant's capability"
         self.released.append(lease_id)
 
 

@@ -212,8 +212,8 @@ def test_released_lease_frees_its_pages_once(store: PageStore) -> None:
     made = [written(store, A, key) for key in keys(None, 3)]
     store.grant_lease("l1", A, [h.virtual_address for h in made[:2]], ttl_s=30.0, now=0.0)
     store.free(A, made[0].virtual_address)  # freed on its own before the lease ends
-    assert store.release_lease("l1") == 1
-    assert store.release_lease("l1") == 0 and store.expire(now=100.0) == 0
+    assert store.release_lease("l1", A) == 1
+    assert store.release_lease("l1", A) == 0 and store.expire(now=100.0) == 0
     assert store.lookup(A, [h.key for h in made]) == [None, None, made[2]]
     assert store.stats()["pages_in_use"] == 1
 
@@ -222,9 +222,9 @@ def test_a_page_two_leases_pin_is_freed_when_the_second_ends(store: PageStore) -
     shared = written(store, A, keys(None, 1)[0])
     store.grant_lease("first", A, [shared.virtual_address], ttl_s=30.0, now=0.0)
     store.grant_lease("second", A, [shared.virtual_address], ttl_s=30.0, now=0.0)
-    assert store.release_lease("first") == 0
+    assert store.release_lease("first", A) == 0
     assert store.read(A, shared.virtual_address, PAGE)[0]  # the second request still reads it
-    assert store.release_lease("second") == 1
+    assert store.release_lease("second", A) == 1
     assert store.stats()["pages_in_use"] == 0
 
 
@@ -284,3 +284,11 @@ def test_store_on_the_clio_board_model() -> None:
         assert data == page and latency > 2_500
     with pytest.raises(ForeignPageError):
         store.read(A, handle.virtual_address, 16)
+
+
+def test_another_tenants_lease_is_refused_and_kept(store: PageStore) -> None:
+    made = written(store, A, keys(None, 1)[0])
+    store.grant_lease("mine", A, [made.virtual_address], ttl_s=30.0, now=0.0)
+    with pytest.raises(ForeignPageError):
+        store.release_lease("mine", B)
+    assert store.release_lease("mine", A) == 1

@@ -227,12 +227,14 @@ class GrantLeaseReply(_message.Message):
     def __init__(self, expires_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class ReleaseLeaseRequest(_message.Message):
-    __slots__ = ("lease_id", "memory_node")
+    __slots__ = ("lease_id", "memory_node", "tenant")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_NODE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     memory_node: str
-    def __init__(self, lease_id: _Optional[str] = ..., memory_node: _Optional[str] = ...) -> None: ...
+    tenant: int
+    def __init__(self, lease_id: _Optional[str] = ..., memory_node: _Optional[str] = ..., tenant: _Optional[int] = ...) -> None: ...
 
 class ReleaseLeaseReply(_message.Message):
     __slots__ = ("pages_freed",)

@@ -26,29 +26,29 @@ from tetriserve.v1 import generate_pb2 as tetriserve_dot_v1_dot_generate__pb2
 from tetriserve.v1 import kv_pb2 as tetriserve_dot_v1_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etetriserve/v1/scheduling.proto\x12\rtetriserve.v1\x1a\x1ctetriserve/v1/generate.proto\x1a\x16tetriserve/v1/kv.proto\"\xd2\x02\n\nLoadReport\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.tetriserve.v1.InstanceRole\x12\x17\n\x0fqueued_requests\x18\x03 \x01(\r\x12\x18\n\x10running_requests\x18\x04 \x01(\r\x12\x1c\n\x14queued_prompt_tokens\x18\x05 \x01(\x04\x12\x16\n\x0e\x66ree_kv_tokens\x18\x06 \x01(\x04\x12\x17\n\x0ftotal_kv_tokens\x18\x07 \x01(\x04\x12\x15\n\rheavy_decodes\x18\x08 \x01(\r\x12\x15\n\rlight_decodes\x18\t \x01(\r\x12\x17\n\x0floaded_adapters\x18\n \x03(\t\x12\x1a\n\x12reported_at_unix_s\x18\x0b \x01(\x01\x12\x1f\n\x17predicted_decode_tokens\x18\x0c \x01(\x04\"\xc1\x01\n\x10\x44ispatchDecision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prefill_instance\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65\x63ode_instance\x18\x03 \x01(\t\x12\x1f\n\x17predicted_decode_bucket\x18\x04 \x01(\r\x12\x1f\n\x17predicted_decode_tokens\x18\x05 \x01(\r\x12\x0e\n\x06policy\x18\x06 \x01(\t\x12\x14\n\x0cheavy_decode\x18\x07 \x01(\x08\"q\n\x0bPrefillTask\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.tetriserve.v1.GenerateRequest\x12\x31\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1f.tetriserve.v1.DispatchDecision\"\xf7\x01\n\nDecodeTask\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.tetriserve.v1.GenerateRequest\x12\x31\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1f.tetriserve.v1.DispatchDecision\x12%\n\x05lease\x18\x03 \x01(\x0b\x32\x16.tetriserve.v1.KVLease\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12 \n\x18prefill_output_token_ids\x18\x07 \x03(\rJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07R\x0f\x66irst_token_idsR\x05\x66irst\"\x10\n\x0ePrefillStarted\"\xb3\x01\n\x0cPrefillEvent\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.tetriserve.v1.PrefillStartedH\x00\x12\x36\n\x0b\x66irst_token\x18\x02 \x01(\x0b\x32\x1f.tetriserve.v1.GenerateResponseH\x00\x12\x30\n\x0b\x64\x65\x63ode_task\x18\x03 \x01(\x0b\x32\x19.tetriserve.v1.DecodeTaskH\x00\x42\x07\n\x05\x65vent\"!\n\rLoadReportAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08*b\n\x0cInstanceRole\x12\x1d\n\x19INSTANCE_ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTANCE_ROLE_PREFILL\x10\x01\x12\x18\n\x14INSTANCE_ROLE_DECODE\x10\x02\x32\xa5\x01\n\x0fGlobalScheduler\x12K\n\x06Submit\x12\x1e.tetriserve.v1.GenerateRequest\x1a\x1f.tetriserve.v1.GenerateResponse0\x01\x12\x45\n\nReportLoad\x12\x19.tetriserve.v1.LoadReport\x1a\x1c.tetriserve.v1.LoadReportAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etetriserve/v1/scheduling.proto\x12\rtetriserve.v1\x1a\x1ctetriserve/v1/generate.proto\x1a\x16tetriserve/v1/kv.proto\"\xd2\x02\n\nLoadReport\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.tetriserve.v1.InstanceRole\x12\x17\n\x0fqueued_requests\x18\x03 \x01(\r\x12\x18\n\x10running_requests\x18\x04 \x01(\r\x12\x1c\n\x14queued_prompt_tokens\x18\x05 \x01(\x04\x12\x16\n\x0e\x66ree_kv_tokens\x18\x06 \x01(\x04\x12\x17\n\x0ftotal_kv_tokens\x18\x07 \x01(\x04\x12\x15\n\rheavy_decodes\x18\x08 \x01(\r\x12\x15\n\rlight_decodes\x18\t \x01(\r\x12\x17\n\x0floaded_adapters\x18\n \x03(\t\x12\x1a\n\x12reported_at_unix_s\x18\x0b \x01(\x01\x12\x1f\n\x17predicted_decode_tokens\x18\x0c \x01(\x04\"\xd8\x01\n\x10\x44ispatchDecision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prefill_instance\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65\x63ode_instance\x18\x03 \x01(\t\x12\x1f\n\x17predicted_decode_bucket\x18\x04 \x01(\r\x12\x1f\n\x17predicted_decode_tokens\x18\x05 \x01(\r\x12\x0e\n\x06policy\x18\x06 \x01(\t\x12\x14\n\x0cheavy_decode\x18\x07 \x01(\x08\x12\x15\n\rkv_capability\x18\x08 \x01(\t\"q\n\x0bPrefillTask\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.tetriserve.v1.GenerateRequest\x12\x31\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1f.tetriserve.v1.DispatchDecision\"\xf7\x01\n\nDecodeTask\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.tetriserve.v1.GenerateRequest\x12\x31\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1f.tetriserve.v1.DispatchDecision\x12%\n\x05lease\x18\x03 \x01(\x0b\x32\x16.tetriserve.v1.KVLease\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12 \n\x18prefill_output_token_ids\x18\x07 \x03(\rJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07R\x0f\x66irst_token_idsR\x05\x66irst\"\x10\n\x0ePrefillStarted\"\xb3\x01\n\x0cPrefillEvent\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.tetriserve.v1.PrefillStartedH\x00\x12\x36\n\x0b\x66irst_token\x18\x02 \x01(\x0b\x32\x1f.tetriserve.v1.GenerateResponseH\x00\x12\x30\n\x0b\x64\x65\x63ode_task\x18\x03 \x01(\x0b\x32\x19.tetriserve.v1.DecodeTaskH\x00\x42\x07\n\x05\x65vent\"!\n\rLoadReportAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08*b\n\x0cInstanceRole\x12\x1d\n\x19INSTANCE_ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTANCE_ROLE_PREFILL\x10\x01\x12\x18\n\x14INSTANCE_ROLE_DECODE\x10\x02\x32\xa5\x01\n\x0fGlobalScheduler\x12K\n\x06Submit\x12\x1e.tetriserve.v1.GenerateRequest\x1a\x1f.tetriserve.v1.GenerateResponse0\x01\x12\x45\n\nReportLoad\x12\x19.tetriserve.v1.LoadReport\x1a\x1c.tetriserve.v1.LoadReportAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tetriserve.v1.scheduling_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTANCEROLE']._serialized_start=1240
-  _globals['_INSTANCEROLE']._serialized_end=1338
+  _globals['_INSTANCEROLE']._serialized_start=1263
+  _globals['_INSTANCEROLE']._serialized_end=1361
   _globals['_LOADREPORT']._serialized_start=104
   _globals['_LOADREPORT']._serialized_end=442
   _globals['_DISPATCHDECISION']._serialized_start=445
-  _globals['_DISPATCHDECISION']._serialized_end=638
-  _globals['_PREFILLTASK']._serialized_start=640
-  _globals['_PREFILLTASK']._serialized_end=753
-  _globals['_DECODETASK']._serialized_start=756
-  _globals['_DECODETASK']._serialized_end=1003
-  _globals['_PREFILLSTARTED']._serialized_start=1005
-  _globals['_PREFILLSTARTED']._serialized_end=1021
-  _globals['_PREFILLEVENT']._serialized_start=1024
-  _globals['_PREFILLEVENT']._serialized_end=1203
-  _globals['_LOADREPORTACK']._serialized_start=1205
-  _globals['_LOADREPORTACK']._serialized_end=1238
-  _globals['_GLOBALSCHEDULER']._serialized_start=1341
-  _globals['_GLOBALSCHEDULER']._serialized_end=1506
+  _globals['_DISPATCHDECISION']._serialized_end=661
+  _globals['_PREFILLTASK']._serialized_start=663
+  _globals['_PREFILLTASK']._serialized_end=776
+  _globals['_DECODETASK']._serialized_start=779
+  _globals['_DECODETASK']._serialized_end=1026
+  _globals['_PREFILLSTARTED']._serialized_start=1028
+  _globals['_PREFILLSTARTED']._serialized_end=1044
+  _globals['_PREFILLEVENT']._serialized_start=1047
+  _globals['_PREFILLEVENT']._serialized_end=1226
+  _globals['_LOADREPORTACK']._serialized_start=1228
+  _globals['_LOADREPORTACK']._serialized_end=1261
+  _globals['_GLOBALSCHEDULER']._serialized_start=1364
+  _globals['_GLOBALSCHEDULER']._serialized_end=1529
 # @@protoc_insertion_point(module_scope)

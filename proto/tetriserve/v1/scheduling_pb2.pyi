@@ -47,7 +47,7 @@ class LoadReport(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., role: _Optional[_Union[InstanceRole, str]] = ..., queued_requests: _Optional[int] = ..., running_requests: _Optional[int] = ..., queued_prompt_tokens: _Optional[int] = ..., free_kv_tokens: _Optional[int] = ..., total_kv_tokens: _Optional[int] = ..., heavy_decodes: _Optional[int] = ..., light_decodes: _Optional[int] = ..., loaded_adapters: _Optional[_Iterable[str]] = ..., reported_at_unix_s: _Optional[float] = ..., predicted_decode_tokens: _Optional[int] = ...) -> None: ...
 
 class DispatchDecision(_message.Message):
-    __slots__ = ("request_id", "prefill_instance", "decode_instance", "predicted_decode_bucket", "predicted_decode_tokens", "policy", "heavy_decode")
+    __slots__ = ("request_id", "prefill_instance", "decode_instance", "predicted_decode_bucket", "predicted_decode_tokens", "policy", "heavy_decode", "kv_capability")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PREFILL_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     DECODE_INSTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class DispatchDecision(_message.Message):
     PREDICTED_DECODE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     HEAVY_DECODE_FIELD_NUMBER: _ClassVar[int]
+    KV_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     prefill_instance: str
     decode_instance: str
@@ -62,7 +63,8 @@ class DispatchDecision(_message.Message):
     predicted_decode_tokens: int
     policy: str
     heavy_decode: bool
-    def __init__(self, request_id: _Optional[str] = ..., prefill_instance: _Optional[str] = ..., decode_instance: _Optional[str] = ..., predicted_decode_bucket: _Optional[int] = ..., predicted_decode_tokens: _Optional[int] = ..., policy: _Optional[str] = ..., heavy_decode: _Optional[bool] = ...) -> None: ...
+    kv_capability: str
+    def __init__(self, request_id: _Optional[str] = ..., prefill_instance: _Optional[str] = ..., decode_instance: _Optional[str] = ..., predicted_decode_bucket: _Optional[int] = ..., predicted_decode_tokens: _Optional[int] = ..., policy: _Optional[str] = ..., heavy_decode: _Optional[bool] = ..., kv_capability: _Optional[str] = ...) -> None: ...
 
 class PrefillTask(_message.Message):
     __slots__ = ("request", "decision")
