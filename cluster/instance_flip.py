@@ -6,11 +6,15 @@ while every active instance of the other role is busy, that instance starts drai
 global scheduler routes only to `routable` instances, so a draining one receives no new work;
 once its outstanding work reaches zero it is `ready_to_flip`, the scheduler switches it, and
 `flipped` confirms the new role, after which it is routable again under that role.
+
+`take_over` keeps both roles served when instances die: a role none of whose instances
+answers (Ray may be starting them again) is taken on by an instance of the other role,
+drained and flipped the same way, as long as another instance keeps that role.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -95,6 +99,26 @@ class FlipController:
         if not self._may_lose_one(state.role):
             raise ValueError(f"{instance_id} is among the last {self._min_per_role} {state.role}")
         state.state = FlipState.DRAINING
+
+    def take_over(self, reachable: Collection[str]) -> str | None:
+        """When no `reachable` instance is active in a role, the least busy reachable,
+        active, flexible instance of the other role starts draining to take it on, if
+        another reachable instance keeps that role (a fixed one counts: its cores are free
+        while the instance it shares them with is gone). Returns it, or None."""
+        for role in Role:
+            donor_role = _other(role)
+            if any(s.instance_id in reachable for s in self._active(role)) or any(
+                s.role is donor_role and s.state is FlipState.DRAINING
+                for s in self._states.values()
+            ):
+                continue  # served, or already being taken over
+            keepers = [s for s in self._active(donor_role) if s.instance_id in reachable]
+            donors = [s for s in keepers if s.instance_id not in self._fixed]
+            if donors and len(keepers) >= 2:
+                chosen = min(donors, key=lambda s: (s.outstanding, s.instance_id))
+                chosen.state = FlipState.DRAINING
+                return chosen.instance_id
+        return None
 
     def routable(self, role: Role) -> list[str]:
         """Active instances of `role`, by id; draining ones take no new work."""

@@ -10,7 +10,8 @@ every instance's LoadReport each `monitor_interval_s` (waiting at most ANSWER_TI
 each) and broadcasts the decode role's load to every instance, whose decode dispatchers
 choose from it. With flips on, an instance idle for long
 while the other role is busy is drained (no new work routed to it) and, once empty, told to
-take the other role (cluster/instance_flip.py decides; the instance confirms). An instance
+take the other role (cluster/instance_flip.py decides; the instance confirms). A role that
+no instance answers for is taken over the same way, flips on or off. An instance
 that did not answer the last round, or that a request's owner reported lost, is
 unreachable: nothing is placed on it, nor dispatched to it, until it answers again.
 """
@@ -193,6 +194,9 @@ class GlobalScheduler:
         self.unreachable = set(self.instances) - set(reports)
         self._record_loads(reports)
         self.roles.observe({name: self.loads[name] for name in reports})
+        taker = self.roles.take_over(set(reports))
+        if taker is not None:
+            log.warning("no instance of one role answers: %s drains to take it over", taker)
         flipped = await self._flip_drained()
         # Broadcast after the flips, with the flipped instances' loads in their new role
         # (free KV and all), so an instance that became a decode instance this round is a

@@ -42,6 +42,8 @@ class FakeInstance:
         self.dead = False
         self.load_report = FakeMethod(lambda: self._report(name, role))
         self.set_decode_loads = FakeMethod(lambda reports: None)
+        self.roles_set: list[str] = []
+        self.set_role = FakeMethod(self.roles_set.append)
 
     def _report(self, name: str, role: int) -> bytes:
         if self.dead:
@@ -99,7 +101,7 @@ def test_an_instance_that_misses_a_round_is_unreachable() -> None:
     assert scheduler.unreachable == {"prefill-0"}
     assert scheduler.stats()["unreachable"] == ["prefill-0"]
     assert _place(scheduler, "a") == "prefill-1"
-    instances["prefill-1"].dead = True
+    instances["prefill-1"].dead = instances["decode-1"].dead = True  # no role to spare
     asyncio.run(scheduler._collect_and_broadcast())
     with pytest.raises(NoInstanceAvailable):
         _place(scheduler, "b")
@@ -132,8 +134,8 @@ def test_a_stream_whose_decode_instance_died_continues_on_a_reachable_one() -> N
     scheduler.loads["decode-0"].queued = 3  # busier: decode-1 would be chosen first
     scheduler.instance_lost("decode-1")
     assert scheduler.decode_instance() == "decode-0"
-    instances["decode-0"].dead = True
-    instances["decode-1"].dead = True
+    for name in ("decode-0", "decode-1", "prefill-1"):  # no prefill to spare either
+        instances[name].dead = True
     asyncio.run(scheduler._collect_and_broadcast())
     assert scheduler.decode_instance() == ""
 
@@ -151,3 +153,12 @@ def test_a_loss_reported_during_a_round_outlasts_the_report_sent_before_it() -> 
     asyncio.run(scheduler._collect_and_broadcast())
     assert scheduler.unreachable == {"decode-0"}
     assert scheduler.decode_instance() == "decode-1"
+
+
+def test_a_role_no_instance_answers_for_is_taken_over() -> None:
+    scheduler, instances = _scheduler()
+    instances["prefill-0"].dead = instances["prefill-1"].dead = True
+    asyncio.run(scheduler._collect_and_broadcast())
+    assert instances["decode-0"].roles_set == ["prefill"]
+    assert scheduler.flips == [("decode-0", "prefill")]
+    assert _place(scheduler, "a") == "decode-0"

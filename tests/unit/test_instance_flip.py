@@ -148,3 +148,32 @@ def test_a_backfill_instance_does_not_count_toward_min_per_role() -> None:
     assert flips.routable(D) == ["b0", "d0"]
     with pytest.raises(ValueError, match="among the last"):
         flips.request_flip("d0")
+
+
+def _default_deployment() -> FlipController:
+    """p0 and d0 on a core each, b0 backfilling p0's core; no flips on idleness."""
+    return FlipController({"p0": P, "d0": D, "b0": D}, idle_rounds=None, fixed=frozenset({"b0"}))
+
+
+def test_a_role_nobody_answers_for_is_taken_over_while_another_keeps_the_donor_role() -> None:
+    flips = _default_deployment()
+    assert flips.take_over({"p0", "d0", "b0"}) is None  # both roles answer
+    assert flips.take_over({"d0", "b0"}) == "d0"  # p0 died: d0 drains to take prefill on
+    assert flips.state("d0") is FlipState.DRAINING and flips.routable(D) == ["b0"]
+    assert flips.take_over({"d0", "b0"}) is None  # already under way
+    flips.observe(loads(d0=0))
+    assert flips.ready_to_flip() == ["d0"] and flips.flipped("d0") is P
+    assert flips.take_over({"d0", "b0"}) is None
+
+
+def test_no_take_over_that_would_leave_the_donor_role_empty() -> None:
+    flips = _default_deployment()
+    assert flips.take_over({"d0"}) is None  # p0 and b0 gone: d0 is the last decode
+    assert flips.take_over({"p0", "b0"}) is None  # d0 gone: b0 is fixed, p0 the last prefill
+    assert flips.state("d0") is FlipState.ACTIVE
+
+
+def test_the_least_busy_flexible_instance_takes_over() -> None:
+    flips = FlipController({"p0": P, "d0": D, "d1": D}, idle_rounds=None)
+    flips.observe(loads(d0=4, d1=1))
+    assert flips.take_over({"d0", "d1"}) == "d1"
