@@ -397,7 +397,6 @@ def test_streams_on_a_killed_decode_instance_finish_as_without_the_fault(
     token-identical; new requests are served; Ray starts decode-0 again and it rejoins."""
     cases = failover_cases()
     streaming = threading.Semaphore(0)
-    scheduler = ray.get_actor("global-scheduler", namespace="tetriserve-test")
     with ThreadPoolExecutor(len(cases)) as pool:
         futures = {case: pool.submit(_streamed, client, case, streaming) for case in cases}
         for _ in cases:
@@ -407,11 +406,17 @@ def test_streams_on_a_killed_decode_instance_finish_as_without_the_fault(
     assert mismatches(served, reference) == ""
     after = make_prompts(3, seed=5)[1]
     assert answer(client, after).completion_tokens == after.max_tokens
+    _rejoins("decode-0")
+
+
+def _rejoins(name: str) -> None:
+    """Ray starts `name` again, and it answers the scheduler's monitor once more."""
+    scheduler = ray.get_actor("global-scheduler", namespace="tetriserve-test")
     deadline = time.monotonic() + 300
-    while "decode-0" in ray.get(scheduler.stats.remote())["unreachable"]:
-        assert time.monotonic() < deadline, "decode-0 did not rejoin"
+    while name in ray.get(scheduler.stats.remote())["unreachable"]:
+        assert time.monotonic() < deadline, f"{name} did not rejoin"
         time.sleep(2)
-    assert ray.get(ray.get_actor("decode-0", namespace="tetriserve-test").stats.remote())
+    assert ray.get(ray.get_actor(name, namespace="tetriserve-test").stats.remote())
 
 
 def test_requests_on_a_killed_prefill_instance_finish_as_without_the_fault(
@@ -427,6 +432,7 @@ def test_requests_on_a_killed_prefill_instance_finish_as_without_the_fault(
         os.kill(_actor_pid("prefill-0"), signal.SIGKILL)
         served = {case: future.result(timeout=300) for case, future in futures.items()}
     assert mismatches(served, reference) == ""
+    _rejoins("prefill-0")
 
 
 def test_dead_decode_instance_is_a_clear_error_not_a_hang(server: str) -> None:
