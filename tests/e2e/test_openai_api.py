@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -27,13 +28,35 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 # machine, more on a busy one). The module timeout covers this fixture and the first test.
 STARTUP_TIMEOUT_S = 600
 METRICS_BASE_PORT = 29400
+START_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     home = tmp_path_factory.mktemp("home")
     log = (home / "serve.log").open("w")
+    try:
+        # A port free when chosen may be taken before the server binds it (Ray's own
+        # exporters pick ports as they start): another server answering there means
+        # starting again on other ports.
+        for _ in range(START_ATTEMPTS):
+            process, base = _start(home, log)
+            outcome = _wait_until_up(process, base)
+            if outcome == "up":
+                break
+            _stop(process)
+            if outcome != "another server":
+                pytest.fail(f"server did not come up:\n{(home / 'serve.log').read_text()[-4000:]}")
+        else:
+            pytest.fail("every port chosen was taken by another server")
+        yield base
+        assert _stop(process) == 0
+    finally:
+        log.close()
+
+
+def _start(home: Path, log: Any) -> tuple[subprocess.Popen, str]:
+    port = free_port()
     cli = Path(sys.executable).parent / "tetriserve"
     ports = ["--port", str(port), "--grpc-port", str(free_port())]
     process = subprocess.Popen(
@@ -43,23 +66,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its local Ray cluster goes down with it, whatever happens
     )
-    base = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _wait_until_up(process: subprocess.Popen, base: str) -> str:
+    """ "up", "another server" (something else answers on the port) or "down"."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline and process.poll() is None:
         # The proxy answers 404/503 until the app is deployed: wait between polls either way.
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
+            answer = httpx.get(f"{base}/health", timeout=2)
+            if answer.status_code == 200:
+                is_ours = answer.headers.get("content-type", "").startswith("application/json")
+                return "up" if is_ours and answer.json() == {"status": "ok"} else "another server"
         time.sleep(2)
-    else:
-        _stop(process)
-        log.close()
-        pytest.fail(f"server did not come up:\n{(home / 'serve.log').read_text()[-4000:]}")
-    yield base
-    try:
-        assert _stop(process) == 0
-    finally:
-        log.close()
+    return "down"
 
 
 def _stop(process: subprocess.Popen) -> int | None:
