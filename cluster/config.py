@@ -34,9 +34,10 @@ class EngineConfig(BaseModel):
     max_loras: PositiveInt = 4
     # CPU cores this engine's worker binds to, e.g. "0" or "0-1"; None lets vLLM choose.
     cpu_cores: str | None = None
-    # Run the engine's processes at idle CPU priority (SCHED_IDLE): it takes only what the
-    # other engines on its cores leave (actors/engine/cpu_priority.py).
-    idle_priority: bool = False
+    # CPU cores of a neighbour engine that this one also runs on while that engine is idle,
+    # and the node's board that says when it is (actors/engine/core_share.py).
+    borrowed_cores: str | None = None
+    core_board: Path | None = None
     enforce_eager: bool = True
     seed: int = 0
     # How long vLLM's processes busy-poll their queues after the last message before they
@@ -98,9 +99,9 @@ class DeploymentConfig(BaseModel):
     memory_nodes: PositiveInt = 1
     # True: one engine runs whole requests (no disaggregation), as plain vLLM would.
     colocated: bool = False
-    # CPU engines: each prefill instance's cores also run a decode instance at idle CPU
-    # priority, which decodes with whatever the prefill leaves of them and never delays it.
-    backfill_decode: bool = True
+    # CPU engines: decode instance i also runs on prefill instance i's core while that
+    # prefill engine is idle (actors/engine/core_share.py).
+    share_cores: bool = True
     max_outstanding: PositiveInt = 256
     # Largest request body the front door reads; a larger one is refused with a 413.
     max_body_bytes: PositiveInt = 4 * 2**20
@@ -115,14 +116,14 @@ class DeploymentConfig(BaseModel):
     chunk_tokens: PositiveInt | None = None
     scheduling: SchedulingConfig = SchedulingConfig()
 
-    def backfills(self, cpu_engines: bool) -> dict[str, str]:
-        """Backfill decode instance → the prefill instance whose cores it shares."""
-        if not (self.backfill_decode and cpu_engines):
+    def core_partners(self, cpu_engines: bool) -> dict[str, str]:
+        """Decode instance → the prefill instance whose core it also runs on while that
+        one's engine is idle."""
+        if not (self.share_cores and cpu_engines):
             return {}
-        return {f"decode-{self.decode + i}": f"prefill-{i}" for i in range(self.prefill)}
+        return {f"decode-{i}": f"prefill-{i}" for i in range(min(self.prefill, self.decode))}
 
-    def instance_roles(self, cpu_engines: bool) -> dict[str, str]:
+    def instance_roles(self) -> dict[str, str]:
         """Every serving instance's name and starting role ("prefill" or "decode")."""
         roles = {f"prefill-{i}": "prefill" for i in range(self.prefill)}
-        roles |= {f"decode-{i}": "decode" for i in range(self.decode)}
-        return roles | dict.fromkeys(self.backfills(cpu_engines), "decode")
+        return roles | {f"decode-{i}": "decode" for i in range(self.decode)}

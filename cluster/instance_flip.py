@@ -49,9 +49,6 @@ class FlipController:
     on its own, only on `request_flip`.
     `busy_outstanding`: outstanding requests at which an instance of the other role is busy.
     `min_per_role`: active instances each role keeps; neither flips below it.
-    `fixed`: instances that keep their role (a backfill decode instance on a prefill's cores).
-    They do not count toward `min_per_role`: a backfill engine runs only on the cores its
-    prefill leaves idle, so a role it alone would hold has no capacity of its own.
     """
 
     def __init__(
@@ -60,7 +57,6 @@ class FlipController:
         idle_rounds: int | None = 30,
         busy_outstanding: int = 2,
         min_per_role: int = 1,
-        fixed: frozenset[str] = frozenset(),
     ) -> None:
         if (
             (idle_rounds is not None and idle_rounds < 1)
@@ -72,7 +68,6 @@ class FlipController:
         self._busy_outstanding = busy_outstanding
         self._min_per_role = min_per_role
         self._states = {iid: InstanceState(iid, Role(role)) for iid, role in roles.items()}
-        self._fixed = fixed
 
     def observe(self, loads: Mapping[str, InstanceLoad]) -> list[str]:
         """Take one monitor round; return the ids that started draining in it (at most one).
@@ -92,8 +87,6 @@ class FlipController:
     def request_flip(self, instance_id: str) -> None:
         """Start draining `instance_id` on request, keeping `min_per_role` active instances."""
         state = self._state(instance_id)
-        if instance_id in self._fixed:
-            raise ValueError(f"{instance_id} keeps its role")
         if state.state is not FlipState.ACTIVE:
             raise ValueError(f"{instance_id} is already draining")
         if not self._may_lose_one(state.role):
@@ -102,9 +95,9 @@ class FlipController:
 
     def take_over(self, reachable: Collection[str]) -> str | None:
         """When no `reachable` instance is active in a role, the least busy reachable,
-        active, flexible instance of the other role starts draining to take it on, if
-        another reachable instance keeps that role (a fixed one counts: its cores are free
-        while the instance it shares them with is gone). Returns it, or None."""
+        active instance of the other role starts draining to take it on, if another
+        reachable instance keeps that role. Returns it, or None. (With no other one, the
+        scheduler sends work of both roles to the survivors, GlobalScheduler._reachable.)"""
         for role in Role:
             donor_role = _other(role)
             if any(s.instance_id in reachable for s in self._active(role)) or any(
@@ -113,9 +106,8 @@ class FlipController:
             ):
                 continue  # served, or already being taken over
             keepers = [s for s in self._active(donor_role) if s.instance_id in reachable]
-            donors = [s for s in keepers if s.instance_id not in self._fixed]
-            if donors and len(keepers) >= 2:
-                chosen = min(donors, key=lambda s: (s.outstanding, s.instance_id))
+            if len(keepers) >= 2:
+                chosen = min(keepers, key=lambda s: (s.outstanding, s.instance_id))
                 chosen.state = FlipState.DRAINING
                 return chosen.instance_id
         return None
@@ -162,7 +154,6 @@ class FlipController:
     def _should_drain(self, state: InstanceState) -> bool:
         return (
             self._idle_rounds is not None
-            and state.instance_id not in self._fixed
             and state.state is FlipState.ACTIVE
             and state.idle_rounds >= self._idle_rounds
             and self._role_busy(_other(state.role))
@@ -175,8 +166,7 @@ class FlipController:
         return bool(active) and all(s.outstanding >= self._busy_outstanding for s in active)
 
     def _may_lose_one(self, role: Role) -> bool:
-        flexible = [s for s in self._active(role) if s.instance_id not in self._fixed]
-        return len(flexible) - 1 >= self._min_per_role
+        return len(self._active(role)) - 1 >= self._min_per_role
 
     def _active(self, role: Role) -> list[InstanceState]:
         return [s for s in self._states.values() if s.role is role and s.state is FlipState.ACTIVE]

@@ -11,12 +11,14 @@ application builder that `serve run deploy/serve_config.yaml` calls.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
 
 from actors.adapters.adapter_store import LoRAAdapterStore
+from actors.engine import core_share
 from actors.engine.adapter import resolve_device
 from actors.instances.chunk_profiler import chunk_tokens_for
 from actors.instances.engine_instance import EngineInstance
@@ -84,20 +86,32 @@ def _engine_config(
     core: int,
     kv_role: str | None,
     address: str,
+    borrowed: int | None = None,
+    core_board: Path | None = None,
 ) -> EngineConfig:
+    """One engine on `core` (modulo the machine's), and on `borrowed` while that core's own
+    engine is idle, as `core_board` says (where every engine of the node marks its own)."""
     kv_transfer = None
     if kv_role is not None:
         extra = {"switch_address": address}
         kv_transfer = {**KV_CONNECTOR, "kv_role": kv_role, "kv_connector_extra_config": extra}
-    seqs = _max_num_seqs(config, cores=1)
+    machine_cores = os.cpu_count() or 1
+    home = core % machine_cores
+    if borrowed is not None and borrowed % machine_cores == home:
+        borrowed = None  # a single core has nothing to lend
+    sharing: dict[str, Any] = {"core_board": core_board}
+    if borrowed is not None:
+        sharing["borrowed_cores"] = str(borrowed % machine_cores)
+    seqs = _max_num_seqs(config, cores=1 if borrowed is None else 2)
     return EngineConfig(
         model_dir=checkpoint.model_dir,
         device=config.device,
         max_model_len=min(config.max_model_len, checkpoint.max_model_len),
         kv_cache_gib=config.kv_cache_gib,
         max_lora_rank=max(checkpoint.max_adapter_rank, 8),
-        cpu_cores=str(core % (os.cpu_count() or 1)),
+        cpu_cores=str(home),
         kv_transfer=kv_transfer,
+        **sharing,
         **({"max_num_seqs": seqs} if seqs is not None else {}),
     )
 
@@ -137,17 +151,26 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     store = _actor(LoRAAdapterStore, "adapter-store", concurrent=False).remote(checkpoint.adapters)
     chunk = chunk_tokens(config, checkpoint)
     cpu_engines = resolve_device(config.device) == "cpu"
-    roles = {name: Role(role) for name, role in config.instance_roles(cpu_engines).items()}
-    backfills = config.backfills(cpu_engines)
-    # One core per engine, in order; a backfill decode engine takes its prefill's core at
-    # idle priority. Every engine is KV producer and consumer (roles can flip) and computes
-    # at most ChunkSize tokens per forward pass.
-    cores = {name: core for core, name in enumerate(n for n in roles if n not in backfills)}
-    cores |= {backfill: cores[prefill] for backfill, prefill in backfills.items()}
+    roles = {name: Role(role) for name, role in config.instance_roles().items()}
+    # One core per engine, in order. A decode engine also runs on its partner prefill
+    # engine's core while that one is idle, as the node's core board says. (Not the other
+    # way round: a prefill's batch sizes vary, and each new one would take the decode's core
+    # for a step; see WideShapes in actors/engine/core_share.py.)
+    # Every engine is KV producer and consumer (roles can flip) and computes at most
+    # ChunkSize tokens per forward pass.
+    cores = {name: core for core, name in enumerate(roles)}
+    partners = config.core_partners(cpu_engines)
+    board = core_share.board_path() if partners else None
     engines = {
-        name: _engine_config(config, checkpoint, core, "kv_both", address).model_copy(
-            update={"max_num_batched_tokens": chunk, "idle_priority": name in backfills}
-        )
+        name: _engine_config(
+            config,
+            checkpoint,
+            core,
+            "kv_both",
+            address,
+            borrowed=cores[partners[name]] if name in partners else None,
+            core_board=board,
+        ).model_copy(update={"max_num_batched_tokens": chunk})
         for name, core in cores.items()
     }
     layout = PageLayout(
@@ -181,7 +204,6 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         infrastructure={"switch-0": switch, "adapter-store": store, **nodes},
         metrics_port=ports.get("global-scheduler"),
         flip_idle_rounds=scheduling.flip_idle_rounds if scheduling.flip else None,
-        fixed_roles=frozenset(backfills),
         kv_secret=secret,
         model_id=str(checkpoint.model_dir),
     )

@@ -12,15 +12,13 @@ from cluster.config import DeploymentConfig
 
 def metrics_ports(config: DeploymentConfig) -> dict[str, int]:
     """Actor name → its exporter port; empty when metrics are off."""
-    from actors.engine.adapter import resolve_device
     from actors.metrics import DECODE_OFFSET, PORT_OFFSETS, PREFILL_OFFSET
 
     base = config.metrics_port
     if base is None:
         return {}
     ports = {"global-scheduler": base + PORT_OFFSETS["scheduler"]}
-    roles = config.instance_roles(resolve_device(config.device) == "cpu")
-    for name, role in roles.items():
+    for name, role in config.instance_roles().items():
         index = int(name.rsplit("-", 1)[1])
         ports[name] = base + (PREFILL_OFFSET if role == "prefill" else DECODE_OFFSET) + index
     return ports

@@ -39,9 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--colocated", action="store_true", help="one engine runs whole requests (no P/D split)"
     )
     parser.add_argument(
-        "--no-backfill-decode",
+        "--no-share-cores",
         action="store_true",
-        help="no idle-priority decode instance on each prefill instance's cores (CPU engines)",
+        help="each engine keeps to its own core, even while its partner's is idle (CPU engines)",
     )
     add_scheduling_args(parser)
     parser.set_defaults(func=run)
@@ -114,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         decode=args.decode,
         memory_nodes=args.memory_nodes,
         colocated=args.colocated,
-        backfill_decode=not args.no_backfill_decode,
+        share_cores=not args.no_share_cores,
         metrics_port=args.metrics_port,
         max_body_bytes=args.max_body_bytes,
         chunk_tokens=args.chunk_tokens,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.engine import cpu_priority
+from actors.engine import core_share, cpu_priority
 from actors.engine.prior_output_penalties import PRIOR_OUTPUT, penalties_args
 from actors.engine.prior_output_penalties import QUALNAME as PRIOR_OUTPUT_PENALTIES
 from actors.engine.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
@@ -75,12 +75,29 @@ def engine_args(config: EngineConfig) -> dict:
         # bfloat16 kills the worker with SIGILL on these CPUs; float32 is the safe choice.
         args["dtype"] = "float32"
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.kv_cache_gib)
-        if config.cpu_cores is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_cores
+        os.environ.update(_cpu_placement(config))
     else:
         args["dtype"] = "auto"
         args["gpu_memory_utilization"] = config.gpu_memory_utilization
     return args
+
+
+def _cpu_placement(config: EngineConfig) -> dict[str, str]:
+    """Where a CPU engine's threads run: vLLM's own binding to `cpu_cores`, or, where the
+    engine shares cores with a neighbour, one thread per home and borrowed core, placed and
+    counted at every step by the core-share plugin."""
+    for name in core_share.ENVIRONMENT:
+        os.environ.pop(name, None)  # an earlier engine's, in this process
+    if config.cpu_cores is None:
+        return {}
+    if config.core_board is None:
+        return {"VLLM_CPU_OMP_THREADS_BIND": config.cpu_cores}
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        core_share.BOARD_ENV: str(config.core_board),
+        core_share.HOME_ENV: config.cpu_cores,
+        core_share.BORROWED_ENV: config.borrowed_cores or "",
+    }
 
 
 def vllm_sampling_params(
@@ -134,8 +151,6 @@ class EngineAdapter:
         self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(self._adapter_paths))}
         cpu_priority.restore_normal()  # before the engine's processes start: they inherit it
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(config)))
-        if config.idle_priority:
-            cpu_priority.lower_children()
 
     @property
     def adapters(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""CPU priority of the engines: normal for every engine, idle for a backfill one.
+"""CPU priority of the engines: normal, whatever Ray's worker processes run at.
 
 Ray starts its worker processes at nice 15 (`RAY_worker_niceness`), so that its own
 daemons stay responsive; an engine started by an actor would inherit that and, on a busy
@@ -8,13 +8,8 @@ actor that is about to start an engine back at nice 0 where the OS allows it (it
 CAP_SYS_NICE, which root has; elsewhere the cluster is started with
 `RAY_worker_niceness=0`, as `tetriserve serve` does for its local cluster).
 
-A backfill decode engine shares a prefill engine's cores (deploy/app_builder.py). Its
-processes (vLLM's engine core and workers, children of the instance actor) run under
-SCHED_IDLE: the kernel gives them a core only when nothing of normal priority wants it, so a
-prefill that arrives takes its core at once, and the decode runs through every gap between
-prefills. The actor itself keeps its priority: its work is the token stream. Threads made
-later inherit the policy of the thread that makes them. Where SCHED_IDLE does not exist,
-the lowest nice value stands in for it.
+Engines that share cores do so at step boundaries (actors/engine/core_share.py), not
+through priorities: a thread preempted inside a step holds up its engine's whole step.
 """
 
 from __future__ import annotations
@@ -24,7 +19,6 @@ import os
 
 import psutil
 
-LOWEST_NICE = 19
 NORMAL_NICE = 0
 
 
@@ -41,29 +35,3 @@ def restore_normal() -> bool:
             except PermissionError:
                 restored = False
     return restored
-
-
-def lower_children(pid: int | None = None) -> int:
-    """Puts every thread of every descendant of `pid` (default: this process) at idle
-    priority; returns how many threads it changed."""
-    changed = 0
-    for child in psutil.Process(pid).children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            for thread in child.threads():
-                with contextlib.suppress(OSError):
-                    _lower(thread.id)
-                    changed += 1
-    return changed
-
-
-def _lower(tid: int) -> None:
-    if hasattr(os, "SCHED_IDLE"):
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-    else:
-        os.setpriority(os.PRIO_PROCESS, tid, LOWEST_NICE)
-
-
-def is_idle(tid: int) -> bool:
-    if hasattr(os, "SCHED_IDLE"):
-        return os.sched_getscheduler(tid) == os.SCHED_IDLE
-    return os.getpriority(os.PRIO_PROCESS, tid) == LOWEST_NICE

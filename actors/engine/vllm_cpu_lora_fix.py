@@ -4,7 +4,9 @@ vLLM marks tokens without an adapter with index -1; the CPU LoRA ops of this vLL
 index the stacked adapter weights with it directly, and -1 selects the last adapter slot,
 so base-model requests batched with LoRA requests silently get an adapter's delta (wrong
 text with HTTP 200). The GPU kernels skip -1; these replacements do the same: a -1 row's
-delta is zero, every other row computes exactly as before.
+delta is zero, and a batch in which no row has an adapter costs nothing. The others compute
+one product per adapter in the batch (vLLM's ops copied the adapter's weights once per row:
+on a 32-sequence decode step of the small model, more time than the base model's GEMMs).
 
 Loaded in every vLLM process (engine core and workers) through the `vllm.general_plugins`
 entry point declared in pyproject.toml.
@@ -34,26 +36,39 @@ _NAMES = (
 
 def _lora_delta(
     inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    valid = indices >= 0
-    selected = weights[indices.clamp(min=0)].to(dtype=dtype)
-    if selected.dim() == 4:
-        selected = selected.squeeze(dim=1)
-    out = torch.einsum("bi, boi -> bo", inputs.to(dtype=dtype), selected)
-    return out.masked_fill(~valid.unsqueeze(-1), 0)
+) -> torch.Tensor | None:
+    """Each row's delta under its adapter slot, zero for rows without one; None when no row
+    has an adapter. Rows are grouped by slot, one matrix product per slot in the batch,
+    rather than a copy of the slot's weights for every row."""
+    slots = torch.unique(indices[indices >= 0]).tolist()
+    if not slots:
+        return None
+    out = torch.zeros(inputs.shape[0], weights.shape[-2], dtype=dtype)
+    for slot in slots:
+        rows = indices == slot
+        weight = weights[slot].reshape(weights.shape[-2], weights.shape[-1]).to(dtype=dtype)
+        out[rows] = inputs[rows].to(dtype=dtype) @ weight.T
+    return out
 
 
 def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling=1.0):
     outputs = _lora_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
+        output_tensor[:, : lora_b_weights.shape[-2]] = 0
+        return
     output_tensor[:, : outputs.shape[1]] = scaling * outputs[:]
 
 
 def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs=True):
     outputs = _lora_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    common = min(lora_b_weights.shape[-2], output_tensor.shape[1])
+    if outputs is None:
+        if not add_inputs:
+            output_tensor[:, :common] = 0
+        return
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
         limit = 1
-    common = min(outputs.shape[1], output_tensor.shape[1])
     if add_inputs:
         output_tensor[:, :common] += outputs[:limit, :common]
     else:
@@ -71,6 +86,10 @@ def bgmv_expand_slice(
 ):
     outputs = _lora_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     window = slice(slice_offset, slice_offset + slice_size)
+    if outputs is None:
+        if not add_inputs:
+            output_tensor[:, window] = 0
+        return
     if add_inputs:
         output_tensor[:, window] += outputs[:]
     else:

@@ -110,7 +110,10 @@ class _Run:
         self.wire = request_to_wire(request)
         self.life = RequestLife(request.request_id, max_attempts=ATTEMPTS)
         self.output = output
-        self.calls: dict[str, Any] = {}  # instance -> its open streaming call
+        # Instance -> its open streaming call, per stage: one instance may run both stages
+        # of a request (the survivor, while no instance of the other role answers).
+        self.prefill_calls: dict[str, Any] = {}
+        self.decode_calls: dict[str, Any] = {}
         self.task: scheduling_pb2.DecodeTask | None = None
         self.made: list[int] = []  # the engines' output token ids so far
         # The scheduler's placement, with the request's KV capability.
@@ -163,7 +166,7 @@ class DisaggregatedPath:
         await self._carry_out(run, run.life.placed(chosen))
         task = scheduling_pb2.PrefillTask(request=run.wire, decision=run.placement)
         prefill = self.instances[chosen].prefill.options(num_returns="streaming")
-        run.calls[chosen] = prefill.remote(task.SerializeToString())
+        run.prefill_calls[chosen] = prefill.remote(task.SerializeToString())
 
     async def _prefill(self, run: _Run) -> AsyncIterator[TokenDelta]:
         """The prefill stream, placed again while its instance dies before any token."""
@@ -171,14 +174,15 @@ class DisaggregatedPath:
             instance = run.life.prefill_instance
             assert instance is not None
             try:
-                async for message in _messages(run.calls[instance]):
+                async for message in _messages(run.prefill_calls[instance]):
                     delta = await self._on_prefill_event(run, message)
                     if delta is not None:
                         yield delta
-                run.calls.pop(instance, None)
+                run.prefill_calls.pop(instance, None)
                 if run.life.prefill_open:
                     await self._carry_out(run, run.life.fail("the prefill stream ended early"))
             except RayError as exc:  # the instance died, or its stream broke
+                run.prefill_calls.pop(instance, None)
                 await self._lost(run, instance, f"prefill failed: {_reason(exc)}")
 
     async def _on_prefill_event(self, run: _Run, message: bytes) -> TokenDelta | None:
@@ -208,16 +212,16 @@ class DisaggregatedPath:
             instance = run.life.decode_instance
             assert instance is not None
             try:
-                async for delta in self._decode_stream(run, run.calls[instance]):
+                async for delta in self._decode_stream(run, run.decode_calls[instance]):
                     yield delta
                 return
             except RayError as exc:  # the instance died, or its stream broke
+                run.decode_calls.pop(instance, None)
                 await self._lost(run, instance, f"decode failed: {_reason(exc)}")
 
     async def _lost(self, run: _Run, instance: str, error: str) -> None:
-        """`instance` died under the request: its call is gone; the life decides the rest
-        (placed again, dispatched again, or failed)."""
-        run.calls.pop(instance, None)
+        """`instance` died under the request, and its call with it; the life decides the
+        rest (placed again, dispatched again, or failed)."""
         await self._carry_out(run, run.life.instance_lost(instance, error))
 
     async def _decode_stream(self, run: _Run, call: Any) -> AsyncIterator[TokenDelta]:
@@ -263,11 +267,11 @@ class DisaggregatedPath:
                 case Dispatch(instance):
                     assert run.task is not None
                     decode = self.instances[instance].decode.options(num_returns="streaming")
-                    run.calls[instance] = decode.remote(run.task.SerializeToString())
-                case CancelPrefill(instance) | CancelDecode(instance):
-                    call = run.calls.pop(instance, None)
-                    if call is not None:
-                        ray.cancel(call)
+                    run.decode_calls[instance] = decode.remote(run.task.SerializeToString())
+                case CancelPrefill(instance):
+                    _cancel(run.prefill_calls.pop(instance, None))
+                case CancelDecode(instance):
+                    _cancel(run.decode_calls.pop(instance, None))
                 case ReleaseLease(lease_id):
                     prefill = run.life.prefill_instance
                     assert run.task is not None  # the lease came in its DecodeTask
@@ -290,3 +294,8 @@ class DisaggregatedPath:
                     await self._place(run)
                 case DispatchAgain():
                     await self._dispatch_again(run)
+
+
+def _cancel(call: Any) -> None:
+    if call is not None:
+        ray.cancel(call)

@@ -13,7 +13,8 @@ while the other role is busy is drained (no new work routed to it) and, once emp
 take the other role (cluster/instance_flip.py decides; the instance confirms). A role that
 no instance answers for is taken over the same way, flips on or off. An instance
 that did not answer the last round, or that a request's owner reported lost, is
-unreachable: nothing is placed on it, nor dispatched to it, until it answers again.
+unreachable: nothing is placed on it, nor dispatched to it, until it answers again. While
+no instance of a role answers, its work goes to those of the other role.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 STATS_EVERY_ROUNDS = 10
+_OTHER = {Role.PREFILL: Role.DECODE, Role.DECODE: Role.PREFILL}
 # Longest the monitor waits for one instance's answer before it counts it unreachable.
 ANSWER_TIMEOUT_S = 2.0
 
@@ -58,7 +60,6 @@ class GlobalScheduler:
         infrastructure: dict[str, Any] | None = None,
         metrics_port: int | None = None,
         flip_idle_rounds: int | None = None,
-        fixed_roles: frozenset[str] = frozenset(),
         *,
         kv_secret: bytes,
         model_id: str,
@@ -75,7 +76,6 @@ class GlobalScheduler:
         self.roles = FlipController(
             {name: Role(role) for name, role in roles.items()},
             idle_rounds=flip_idle_rounds,
-            fixed=fixed_roles,
         )
         self.kv_authority = CapabilityAuthority(kv_secret)
         self.model_id = model_id
@@ -118,7 +118,13 @@ class GlobalScheduler:
         return self.placement.choose(self._reachable(Role.DECODE)) or ""
 
     def _reachable(self, role: Role) -> dict[str, InstanceLoad]:
-        """The loads of the instances that take work of `role` and answered last round."""
+        """The loads of the instances that take work of `role` and answered last round;
+        while none does, those of the other role. Every instance can run work of either
+        role, so when the last instance of a role dies, the survivors serve both until it
+        is back (or another takes the role over), rather than the service stopping."""
+        return self._answering(role) or self._answering(_OTHER[role])
+
+    def _answering(self, role: Role) -> dict[str, InstanceLoad]:
         return {
             name: self.loads[name]
             for name in self.roles.routable(role)
@@ -205,7 +211,7 @@ class GlobalScheduler:
             again = await _gather_reports({n: self.instances[n] for n, _ in flipped})
             self._record_loads(again)
             reports |= again
-        decode = [reports[name] for name in self.roles.routable(Role.DECODE) if name in reports]
+        decode = [reports[name] for name in self._reachable(Role.DECODE) if name in reports]
         await _answers({n: h.set_decode_loads.remote(decode) for n, h in self.instances.items()})
         self.flips.extend(flipped)
 

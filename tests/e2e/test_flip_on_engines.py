@@ -39,7 +39,7 @@ def server(tiny_model: Path) -> Iterator[str]:
         prefill=2,
         decode=1,
         metrics_port=None,
-        backfill_decode=False,  # the roles under test are the three instances' own
+        share_cores=False,  # each engine on its own core: the roles under test are theirs
         scheduling=SchedulingConfig(flip=False),
     )
     serve.run(build_app(config), name="tetriserve", route_prefix="/")

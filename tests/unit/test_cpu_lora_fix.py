@@ -38,3 +38,31 @@ def test_apply_patches_the_cpu_punica_wrapper_once() -> None:
 
     assert punica_cpu.bgmv_shrink is fix.bgmv_shrink
     assert punica_cpu.sgmv_expand_slice is fix.sgmv_expand_slice
+
+
+def test_a_batch_without_adapters_leaves_outputs_as_the_base_model_made_them() -> None:
+    torch.manual_seed(2)
+    inputs = torch.randn(3, 8)
+    weights = torch.randn(2, 1, 16, 8)
+    base = torch.randn(3, 16)
+    out = base.clone()
+    fix.bgmv_expand(inputs, weights, out, torch.tensor([-1, -1, -1]), add_inputs=True)
+    assert torch.equal(out, base)
+    fix.bgmv_expand_slice(inputs, weights, out, torch.tensor([-1, -1, -1]), 0, 16, False)
+    assert torch.all(out == 0)  # without add_inputs the delta is written: zero
+    shrunk = torch.randn(3, 16)
+    fix.bgmv_shrink(inputs.T.contiguous()[:3, :3], weights[:, :, :4, :3], shrunk,
+                    torch.tensor([-1, -1, -1]))  # fmt: skip
+    assert torch.all(shrunk[:, :4] == 0) and not torch.all(shrunk[:, 4:] == 0)
+
+
+def test_rows_of_one_adapter_match_a_row_by_row_product() -> None:
+    torch.manual_seed(3)
+    inputs = torch.randn(5, 8)
+    weights = torch.randn(3, 1, 16, 8)
+    indices = torch.tensor([2, 0, 2, -1, 0])
+    out = torch.zeros(5, 16)
+    fix.bgmv_expand(inputs, weights, out, indices, add_inputs=False)
+    for row, slot in enumerate(indices.tolist()):
+        expected = torch.zeros(16) if slot < 0 else inputs[row] @ weights[slot, 0].T
+        assert torch.allclose(out[row], expected, atol=1e-5)

@@ -54,13 +54,17 @@ class FakeInstance:
         self.load_report = self.set_decode_loads = FakeHangingMethod()
 
 
-def _scheduler() -> tuple[GlobalScheduler, dict[str, FakeInstance]]:
-    roles = {
-        "prefill-0": "prefill",
-        "prefill-1": "prefill",
-        "decode-0": "decode",
-        "decode-1": "decode",
-    }
+FOUR_INSTANCES = {
+    "prefill-0": "prefill",
+    "prefill-1": "prefill",
+    "decode-0": "decode",
+    "decode-1": "decode",
+}
+
+
+def _scheduler(
+    roles: dict[str, str] = FOUR_INSTANCES,
+) -> tuple[GlobalScheduler, dict[str, FakeInstance]]:
     wire_role = {
         "prefill": scheduling_pb2.INSTANCE_ROLE_PREFILL,
         "decode": scheduling_pb2.INSTANCE_ROLE_DECODE,
@@ -103,8 +107,11 @@ def test_an_instance_that_misses_a_round_is_unreachable() -> None:
     assert _place(scheduler, "a") == "prefill-1"
     instances["prefill-1"].dead = instances["decode-1"].dead = True  # no role to spare
     asyncio.run(scheduler._collect_and_broadcast())
+    assert _place(scheduler, "b") == "decode-0"  # the survivor runs prefills too
+    instances["decode-0"].dead = True
+    asyncio.run(scheduler._collect_and_broadcast())
     with pytest.raises(NoInstanceAvailable):
-        _place(scheduler, "b")
+        _place(scheduler, "c")
 
 
 def test_a_placement_carries_a_kv_capability_for_the_requests_tenant() -> None:
@@ -137,7 +144,27 @@ def test_a_stream_whose_decode_instance_died_continues_on_a_reachable_one() -> N
     for name in ("decode-0", "decode-1", "prefill-1"):  # no prefill to spare either
         instances[name].dead = True
     asyncio.run(scheduler._collect_and_broadcast())
+    assert scheduler.decode_instance() == "prefill-0"  # the survivor decodes too
+    instances["prefill-0"].dead = True
+    asyncio.run(scheduler._collect_and_broadcast())
     assert scheduler.decode_instance() == ""
+
+
+def test_while_no_decode_instance_answers_the_prefill_instance_dispatches_to_itself() -> None:
+    scheduler, instances = _scheduler({"prefill-0": "prefill", "decode-0": "decode"})
+    broadcast: list[list[str]] = []
+
+    def received(reports: list[bytes]) -> None:
+        loads = (scheduling_pb2.LoadReport.FromString(report) for report in reports)
+        broadcast.append(sorted(load.instance_id for load in loads))
+
+    instances["prefill-0"].set_decode_loads = FakeMethod(received)
+    instances["decode-0"].dead = True
+    asyncio.run(scheduler._collect_and_broadcast())
+    instances["decode-0"].dead = False  # Ray started it again
+    asyncio.run(scheduler._collect_and_broadcast())
+    assert broadcast == [["prefill-0"], ["decode-0"]]
+    assert scheduler.stats()["roles"] == {"prefill-0": "prefill", "decode-0": "decode"}
 
 
 def test_a_loss_reported_during_a_round_outlasts_the_report_sent_before_it() -> None:

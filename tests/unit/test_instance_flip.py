@@ -127,53 +127,30 @@ def test_unknown_instance() -> None:
         controller().role("nope")
 
 
-def test_a_fixed_instance_never_flips() -> None:
-    flips = FlipController(
-        {"p0": P, "p1": P, "d0": D}, idle_rounds=3, busy_outstanding=2, fixed=frozenset({"p1"})
-    )
-    assert idle_p1(flips, 10) == [[]] * 10
-    assert flips.routable(P) == ["p0", "p1"]
-    with pytest.raises(ValueError, match="keeps its role"):
-        flips.request_flip("p1")
-
-
-def test_a_backfill_instance_does_not_count_toward_min_per_role() -> None:
-    # The default two-core deployment: d0 has its own core, b0 backfills p0's core. An idle
-    # d0 must not become a second prefill and leave every decode to the backfill engine.
-    flips = FlipController(
-        {"p0": P, "d0": D, "b0": D}, idle_rounds=3, busy_outstanding=2, fixed=frozenset({"b0"})
-    )
-    for _ in range(10):
-        assert flips.observe(loads(p0=3, d0=0, b0=0)) == []
-    assert flips.routable(D) == ["b0", "d0"]
-    with pytest.raises(ValueError, match="among the last"):
-        flips.request_flip("d0")
-
-
-def _default_deployment() -> FlipController:
-    """p0 and d0 on a core each, b0 backfilling p0's core; no flips on idleness."""
-    return FlipController({"p0": P, "d0": D, "b0": D}, idle_rounds=None, fixed=frozenset({"b0"}))
+def _three_instances() -> FlipController:
+    """p0 and two decode instances; no flips on idleness."""
+    return FlipController({"p0": P, "d0": D, "d1": D}, idle_rounds=None)
 
 
 def test_a_role_nobody_answers_for_is_taken_over_while_another_keeps_the_donor_role() -> None:
-    flips = _default_deployment()
-    assert flips.take_over({"p0", "d0", "b0"}) is None  # both roles answer
-    assert flips.take_over({"d0", "b0"}) == "d0"  # p0 died: d0 drains to take prefill on
-    assert flips.state("d0") is FlipState.DRAINING and flips.routable(D) == ["b0"]
-    assert flips.take_over({"d0", "b0"}) is None  # already under way
+    flips = _three_instances()
+    assert flips.take_over({"p0", "d0", "d1"}) is None  # both roles answer
+    assert flips.take_over({"d0", "d1"}) == "d0"  # p0 died: d0 drains to take prefill on
+    assert flips.state("d0") is FlipState.DRAINING and flips.routable(D) == ["d1"]
+    assert flips.take_over({"d0", "d1"}) is None  # already under way
     flips.observe(loads(d0=0))
     assert flips.ready_to_flip() == ["d0"] and flips.flipped("d0") is P
-    assert flips.take_over({"d0", "b0"}) is None
+    assert flips.take_over({"d0", "d1"}) is None
 
 
 def test_no_take_over_that_would_leave_the_donor_role_empty() -> None:
-    flips = _default_deployment()
-    assert flips.take_over({"d0"}) is None  # p0 and b0 gone: d0 is the last decode
-    assert flips.take_over({"p0", "b0"}) is None  # d0 gone: b0 is fixed, p0 the last prefill
+    flips = _three_instances()
+    assert flips.take_over({"d0"}) is None  # p0 and d1 gone: d0 is the last decode
+    assert flips.take_over({"p0"}) is None  # both decodes gone: p0 is the last prefill
     assert flips.state("d0") is FlipState.ACTIVE
 
 
-def test_the_least_busy_flexible_instance_takes_over() -> None:
+def test_the_least_busy_instance_takes_over() -> None:
     flips = FlipController({"p0": P, "d0": D, "d1": D}, idle_rounds=None)
     flips.observe(loads(d0=4, d1=1))
     assert flips.take_over({"d0", "d1"}) == "d1"

@@ -60,18 +60,16 @@ def test_chunk_tokens_must_be_positive(command: list[str], capsys) -> None:
     assert "expected a positive integer" in capsys.readouterr().err
 
 
-def test_a_backfill_decode_instance_shares_each_prefill_instances_cores_on_cpu() -> None:
+def test_each_decode_instance_borrows_the_core_of_the_prefill_instance_of_its_index() -> None:
     from cluster.config import DeploymentConfig
 
     config = DeploymentConfig(prefill=2, decode=1)
-    assert config.backfills(cpu_engines=True) == {"decode-1": "prefill-0", "decode-2": "prefill-1"}
-    assert config.instance_roles(cpu_engines=True) == {
+    assert config.instance_roles() == {
         "prefill-0": "prefill", "prefill-1": "prefill", "decode-0": "decode",
-        "decode-1": "decode", "decode-2": "decode",
     }  # fmt: skip
-    assert config.backfills(cpu_engines=False) == {}
-    off = _config("--no-backfill-decode")
-    assert off.instance_roles(cpu_engines=True) == {"prefill-0": "prefill", "decode-0": "decode"}
+    assert config.core_partners(cpu_engines=True) == {"decode-0": "prefill-0"}
+    assert config.core_partners(cpu_engines=False) == {}
+    assert _config("--no-share-cores").core_partners(cpu_engines=True) == {}
 
 
 def test_body_limit_flag_reaches_the_config() -> None:

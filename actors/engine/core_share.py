@@ -1,0 +1,255 @@
+"""A vLLM plugin: a CPU engine also runs on a neighbour's cores while the neighbour is idle.
+
+On a machine with few cores, the default deployment gives the prefill engine and the decode
+engine a core each. Each is idle part of the time: the prefill between arrivals, the decode
+while no request has reached it. A decode step of a small model is a pass over all its
+weights, so one engine that spans both cores makes far more tokens per second than two
+engines of one core each (on 2 cores, small model, 32 sequences: about 1.5x). So each engine
+has *home* cores, which are its own, and may have *borrowed* cores, the home cores of a
+neighbour engine. Before each forward pass the engine's worker counts how many of its
+borrowed cores are idle and runs that many more OpenMP threads; the threads are bound one
+per core, home cores first, so that the threads it stops using are the ones on borrowed
+cores. Switching happens at step boundaries, never inside one, and no engine ever waits for
+another: when a neighbour wakes up while this engine is in a step on its core, the two share
+that core until this step ends, and this engine leaves it from its next step on.
+
+The state is a board of one slot per CPU core, in a small shared-memory file that every
+sharing engine on the node maps (`board_path`): the slot holds until when the core's home
+engine counts as busy (CLOCK_MONOTONIC, the same in every process). Only the home engine
+writes its slots: at the start of a forward pass, `now + STEP_BOUND_S` (a crashed engine
+frees its cores after that); at the end, `now + LINGER_S`, so that an engine between two
+steps of the same burst keeps its cores.
+
+The engine adapter (actors/engine/adapter.py) sets the variables below before it starts an
+engine; this plugin, loaded in every vLLM process through the `vllm.general_plugins` entry
+point, gives the engine's worker its OpenMP placement (`omp_environment`) and wraps the
+worker's forward pass. Without them (plain vLLM in the benchmarks, GPU engines) it does
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import mmap
+import os
+import struct
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+BOARD_ENV = "TETRISERVE_CORE_BOARD"
+HOME_ENV = "TETRISERVE_HOME_CORES"
+BORROWED_ENV = "TETRISERVE_BORROWED_CORES"
+# A core's home engine counts as busy this long after its last forward pass ends: the gap
+# between two steps of one burst is a few milliseconds.
+LINGER_S = 0.01
+# ... and at most this long after one starts, should it never end (a crashed engine).
+STEP_BOUND_S = 10.0
+# vLLM's CPU linear layers keep this many oneDNN kernels each (create_onednn_mm(..., 32)).
+ONEDNN_KERNELS_PER_LAYER = 32
+ENVIRONMENT = (BOARD_ENV, HOME_ENV, BORROWED_ENV)
+_SLOT = struct.Struct("d")
+SHARED_MEMORY = Path("/dev/shm")
+_PATCHED_FLAG = "_tetriserve_core_share"
+
+
+def board_path() -> Path:
+    """The node's board. The cores are the node's, so every engine on it that shares cores
+    marks the same board, whichever deployment it belongs to; one file per user, in shared
+    memory where the OS has it."""
+    folder = SHARED_MEMORY if SHARED_MEMORY.is_dir() else Path(tempfile.gettempdir())
+    return folder / f"tetriserve-cores-{os.getuid()}"
+
+
+def parse_cores(cores: str) -> list[int]:
+    """ "1" or "0,2" or "0-3" → core ids, in the order given."""
+    ids: list[int] = []
+    for part in filter(None, cores.split(",")):
+        first, _, last = part.partition("-")
+        ids.extend(range(int(first), int(last or first) + 1))
+    return ids
+
+
+def omp_environment(home: list[int], borrowed: list[int]) -> dict[str, str]:
+    """OpenMP's variables for an engine: one thread per core, bound to it, home cores first
+    (thread i runs on place i, so a step with fewer threads leaves the borrowed cores)."""
+    places = ",".join(f"{{{core}}}" for core in [*home, *borrowed])
+    return {
+        "OMP_NUM_THREADS": str(len(home) + len(borrowed)),
+        "OMP_PLACES": places,
+        "OMP_PROC_BIND": "close",
+    }
+
+
+class CoreBoard:
+    """The node's slots: per core, until when its home engine counts as busy."""
+
+    def __init__(self, path: Path, cores: int | None = None) -> None:
+        cores = cores or os.cpu_count() or 1
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < cores * _SLOT.size:
+                os.ftruncate(fd, cores * _SLOT.size)
+            self._map = mmap.mmap(fd, cores * _SLOT.size)
+        finally:
+            os.close(fd)
+        self.cores = cores
+
+    def busy_until(self, core: int, deadline: float) -> None:
+        _SLOT.pack_into(self._map, (core % self.cores) * _SLOT.size, deadline)
+
+    def idle(self, core: int, now: float) -> bool:
+        (deadline,) = _SLOT.unpack_from(self._map, (core % self.cores) * _SLOT.size)
+        return deadline <= now
+
+
+class WideShapes:
+    """The GEMM batch sizes this worker has run at full width.
+
+    vLLM's CPU GEMMs (oneDNN) build one kernel per batch size and keep the last
+    ONEDNN_KERNELS_PER_LAYER of them; a kernel's thread count is fixed when it is built,
+    and one built narrow stays narrow. So a step with a batch size the worker has not run
+    recently runs at full width, borrowed cores or not: its kernels are then built wide,
+    and later narrow steps simply use fewer of their threads. This mirrors the kernel
+    cache's least-recently-used order over every size a step touches (its tokens and its
+    sampled requests); a layer's own cache sees a subset of them, so whatever is still
+    here is still there."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity or ONEDNN_KERNELS_PER_LAYER
+        self._recent: OrderedDict[int, None] = OrderedDict()
+
+    def first_seen(self, sizes: tuple[int, ...]) -> bool:
+        """True when a step of these sizes must run wide; records it as run either way."""
+        unseen = any(size not in self._recent for size in sizes)
+        for size in sizes:
+            self._recent[size] = None
+            self._recent.move_to_end(size)
+        while len(self._recent) > self.capacity:
+            self._recent.popitem(last=False)
+        return unseen
+
+
+class CoreShare:
+    """One engine's side of the board: marks its home cores, counts the borrowed ones."""
+
+    def __init__(
+        self, board: CoreBoard, home: list[int], borrowed: list[int], clock=time.monotonic
+    ) -> None:
+        self.board = board
+        self.home = home
+        self.borrowed = borrowed
+        self._clock = clock
+
+    @property
+    def width(self) -> int:
+        """Threads with every borrowed core."""
+        return len(self.home) + len(self.borrowed)
+
+    def step_starts(self) -> int:
+        """Marks the home cores busy; returns how many threads this step runs: one per home
+        core, plus one per borrowed core in order up to the first whose engine is busy."""
+        now = self._clock()
+        for core in self.home:
+            self.board.busy_until(core, now + STEP_BOUND_S)
+        threads = len(self.home)
+        for core in self.borrowed:
+            if not self.board.idle(core, now):
+                break
+            threads += 1
+        return threads
+
+    def step_ends(self) -> None:
+        deadline = self._clock() + LINGER_S
+        for core in self.home:
+            self.board.busy_until(core, deadline)
+
+
+def from_environment() -> CoreShare | None:
+    board = os.environ.get(BOARD_ENV)
+    if not board:
+        return None
+    home = parse_cores(os.environ.get(HOME_ENV, ""))
+    borrowed = parse_cores(os.environ.get(BORROWED_ENV, ""))
+    return CoreShare(CoreBoard(Path(board)), home, borrowed)
+
+
+def apply() -> None:
+    """The `vllm.general_plugins` entry point; safe to call more than once. In the engine
+    core it places the workers' threads as it starts them; in a worker it wraps the forward
+    pass."""
+    if not os.environ.get(BOARD_ENV):
+        return
+    try:
+        from vllm.utils.ompmultiprocessing import OMPProcessManager
+        from vllm.v1.worker.cpu_worker import CPUWorker
+    except ImportError:  # a vLLM without the CPU worker has nothing to share
+        return
+    if not getattr(CPUWorker.execute_model, _PATCHED_FLAG, False):
+        CPUWorker.execute_model = _counting_threads(CPUWorker.execute_model)
+    if not getattr(OMPProcessManager.configure_omp_envs, _PATCHED_FLAG, False):
+        OMPProcessManager.configure_omp_envs = _placing_threads(
+            OMPProcessManager.configure_omp_envs
+        )
+
+
+def _placing_threads(original):
+    """vLLM's OpenMP set-up for a worker it starts, with this engine's placement instead.
+    Only the worker gets OpenMP's variables: a process started with them binds its first
+    thread to the first place, and the engine core would then compete with its own worker
+    for the home core."""
+
+    @functools.wraps(original)
+    @contextlib.contextmanager
+    def configure_omp_envs(self, *args, **kwargs):
+        home = parse_cores(os.environ.get(HOME_ENV, ""))
+        borrowed = parse_cores(os.environ.get(BORROWED_ENV, ""))
+        placement = omp_environment(home, borrowed)
+        saved = {name: os.environ.get(name) for name in placement}
+        os.environ.update(placement)
+        try:
+            with original(self, *args, **kwargs):
+                yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    setattr(configure_omp_envs, _PATCHED_FLAG, True)
+    return configure_omp_envs
+
+
+def _counting_threads(original):
+    """The worker's forward pass, run with as many threads as the board allows."""
+    share = from_environment()
+    wide = WideShapes()
+    # vLLM replaces torch.set_num_threads once it has bound its threads; the builtin stays.
+    from torch._C import set_num_threads
+
+    threads_now = [0]
+
+    @functools.wraps(original)
+    def execute_model(self, scheduler_output, *args, **kwargs):
+        if share is None or scheduler_output.total_num_scheduled_tokens == 0:
+            return original(self, scheduler_output, *args, **kwargs)
+        threads = share.step_starts()
+        shapes = (
+            scheduler_output.total_num_scheduled_tokens,
+            len(scheduler_output.num_scheduled_tokens),
+        )
+        if wide.first_seen(shapes):
+            threads = share.width
+        if threads != threads_now[0]:
+            set_num_threads(threads)
+            threads_now[0] = threads
+        try:
+            return original(self, scheduler_output, *args, **kwargs)
+        finally:
+            share.step_ends()
+
+    setattr(execute_model, _PATCHED_FLAG, True)
+    return execute_model

@@ -1,0 +1,198 @@
+"""Core sharing between neighbour engines: the board's slots, the thread count each step
+runs with, the OpenMP placement that makes fewer threads leave the borrowed cores, and the
+variables the engine adapter hands to an engine's processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from actors.engine import core_share
+from actors.engine.adapter import engine_args
+from actors.engine.core_share import (
+    CoreBoard,
+    CoreShare,
+    WideShapes,
+    omp_environment,
+    parse_cores,
+)
+from cluster.config import EngineConfig
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> CoreBoard:
+    return CoreBoard(tmp_path / "board", cores=4)
+
+
+def test_core_lists_keep_their_order() -> None:
+    assert parse_cores("1") == [1]
+    assert parse_cores("3,0-1") == [3, 0, 1]
+    assert parse_cores("") == []
+
+
+def test_threads_are_bound_one_per_core_home_cores_first() -> None:
+    assert omp_environment([1], [0]) == {
+        "OMP_NUM_THREADS": "2",
+        "OMP_PLACES": "{1},{0}",
+        "OMP_PROC_BIND": "close",
+    }
+
+
+def test_a_fresh_board_has_every_core_idle(board: CoreBoard) -> None:
+    assert all(board.idle(core, now=0.0) for core in range(4))
+
+
+def test_an_engine_borrows_its_neighbours_core_only_while_the_neighbour_is_idle(
+    board: CoreBoard,
+) -> None:
+    clock = FakeClock()
+    prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock)
+    decode = CoreShare(board, home=[1], borrowed=[0], clock=clock)
+    assert decode.step_starts() == 2  # the prefill engine has not run: both cores
+    decode.step_ends()
+    assert prefill.step_starts() == 1  # the decode engine ran just now: its core is its own
+    clock.now += 0.01
+    assert decode.step_starts() == 1  # the prefill engine is in a step: home core only
+    decode.step_ends()
+    prefill.step_ends()
+    clock.now += core_share.LINGER_S / 2
+    assert decode.step_starts() == 1  # between two prefill steps of one burst
+    decode.step_ends()
+    clock.now += core_share.LINGER_S
+    assert decode.step_starts() == 2  # the prefill engine has gone idle
+
+
+def test_an_engine_that_never_ends_its_step_frees_its_cores_after_the_bound(
+    board: CoreBoard,
+) -> None:
+    clock = FakeClock()
+    crashed = CoreShare(board, home=[0], borrowed=[], clock=clock)
+    survivor = CoreShare(board, home=[1], borrowed=[0], clock=clock)
+    crashed.step_starts()
+    clock.now += core_share.STEP_BOUND_S - 1
+    assert survivor.step_starts() == 1
+    clock.now += 2
+    assert survivor.step_starts() == 2
+
+
+def test_borrowed_cores_are_taken_in_order_up_to_the_first_busy_one(board: CoreBoard) -> None:
+    clock = FakeClock()
+    CoreShare(board, home=[2], borrowed=[], clock=clock).step_starts()
+    wide = CoreShare(board, home=[0], borrowed=[1, 2, 3], clock=clock)
+    assert wide.step_starts() == 2  # core 3 is idle, but its thread comes after core 2's
+
+
+def test_engines_on_one_node_see_each_other_through_the_file(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first = CoreShare(CoreBoard(tmp_path / "board", cores=2), [0], [1], clock)
+    second = CoreShare(CoreBoard(tmp_path / "board", cores=2), [1], [0], clock)
+    first.step_starts()
+    assert second.step_starts() == 1
+    assert (tmp_path / "board").stat().st_mode & 0o777 == 0o600
+
+
+def test_engine_args_hand_the_placement_to_the_engine_processes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in (*core_share.ENVIRONMENT, "VLLM_CPU_OMP_THREADS_BIND"):
+        monkeypatch.delenv(name, raising=False)
+    board = tmp_path / "board"
+    shared = EngineConfig(
+        model_dir=tmp_path, device="cpu", cpu_cores="1", borrowed_cores="0", core_board=board
+    )
+    engine_args(shared)
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"  # the plugin places threads
+    assert os.environ[core_share.HOME_ENV] == "1"
+    assert os.environ[core_share.BOARD_ENV] == str(board)
+    assert os.environ[core_share.BORROWED_ENV] == "0"
+    engine_args(EngineConfig(model_dir=tmp_path, device="cpu", cpu_cores="1"))
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "1"  # vLLM binds, nothing shared
+    assert core_share.BOARD_ENV not in os.environ
+
+
+class FakeSchedulerOutput:
+    """vLLM's SchedulerOutput as far as the plugin reads it: tokens per request."""
+
+    def __init__(self, tokens: int, requests: int = 1) -> None:
+        self.total_num_scheduled_tokens = tokens
+        self.num_scheduled_tokens = {f"request-{i}": tokens // requests for i in range(requests)}
+
+
+@pytest.fixture
+def plugin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The plugin applied over fake vLLM hooks, as in an engine with home core 1 and core 0
+    borrowed: returns (board, what the fake hooks saw)."""
+    import contextlib
+
+    import torch
+    from vllm.utils.ompmultiprocessing import OMPProcessManager
+    from vllm.v1.worker.cpu_worker import CPUWorker
+
+    seen: dict[str, list] = {"threads": [], "places": []}
+
+    def fake_execute_model(self, scheduler_output):
+        seen["threads"].append(torch.get_num_threads())
+        return "output"
+
+    @contextlib.contextmanager
+    def fake_configure_omp_envs(self, rank, local_rank):
+        seen["places"].append(os.environ.get("OMP_PLACES"))
+        yield
+
+    monkeypatch.setattr(CPUWorker, "execute_model", fake_execute_model)
+    monkeypatch.setattr(OMPProcessManager, "configure_omp_envs", fake_configure_omp_envs)
+    monkeypatch.delenv("OMP_PLACES", raising=False)
+    monkeypatch.setenv(core_share.BOARD_ENV, str(tmp_path / "board"))
+    monkeypatch.setenv(core_share.HOME_ENV, "1")
+    monkeypatch.setenv(core_share.BORROWED_ENV, "0")
+    threads = torch.get_num_threads()
+    core_share.apply()
+    core_share.apply()  # twice: still one wrapper
+    yield CoreBoard(tmp_path / "board"), seen
+    torch._C.set_num_threads(threads)
+
+
+def test_the_plugin_places_the_workers_threads_only_while_it_starts_them(plugin) -> None:
+    from vllm.utils.ompmultiprocessing import OMPProcessManager
+
+    _, seen = plugin
+    with OMPProcessManager.configure_omp_envs(object(), rank=0, local_rank=0):
+        pass
+    assert seen["places"] == ["{1},{0}"]
+    assert "OMP_PLACES" not in os.environ  # the engine core itself stays unbound
+
+
+def test_the_plugin_runs_each_forward_pass_with_the_cores_the_board_allows(plugin) -> None:
+    from vllm.v1.worker.cpu_worker import CPUWorker
+
+    board, seen = plugin
+    assert CPUWorker.execute_model(object(), FakeSchedulerOutput(tokens=8)) == "output"
+    assert not board.idle(1, now=time.monotonic())  # its home core is marked
+    board.busy_until(0, time.monotonic() + 60)  # the neighbour starts a long step
+    CPUWorker.execute_model(object(), FakeSchedulerOutput(tokens=8))
+    CPUWorker.execute_model(object(), FakeSchedulerOutput(tokens=9))  # a batch size unseen
+    assert seen["threads"] == [2, 1, 2]
+    board.busy_until(1, 0.0)
+    CPUWorker.execute_model(object(), FakeSchedulerOutput(tokens=0))  # no forward pass
+    assert board.idle(1, now=time.monotonic())  # a pass without tokens marks nothing
+
+
+def test_a_batch_size_runs_wide_until_it_is_among_the_kernels_the_cache_keeps() -> None:
+    wide = WideShapes(capacity=3)
+    assert wide.first_seen((8, 1))
+    assert not wide.first_seen((8, 1))
+    assert wide.first_seen((8, 2))  # 2 requests: the sampler's batch is new
+    assert not wide.first_seen((1, 1))  # both already built wide
+    wide.first_seen((5, 5))  # evicts 8, the least recently used size
+    assert wide.first_seen((8, 1))
