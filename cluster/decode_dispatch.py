@@ -58,8 +58,8 @@ class LeastWork(PowerOfTwo):
     """Power of two over all decode capacity by predicted length: two random candidates
     with room for the request (alpha, as PowerOfTwo), and the one with the fewest predicted
     decode tokens still to make wins. An instance that decodes slower (fewer cores, or a
-    borrowed core its prefill partner has taken back) works its tokens down slower and is chosen less,
-    so the decode load follows each instance's capacity without measuring it."""
+    borrowed core its prefill partner has taken back) works its tokens down slower and is
+    chosen less, so the decode load follows each instance's capacity without measuring it."""
 
     def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
         alpha, beta = self.split(loads, need)
