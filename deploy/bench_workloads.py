@@ -45,7 +45,6 @@ from deploy.serve_cmd import add_scheduling_args, scheduling_from_args
 SERVED_NAME = "base"
 APP_NAME = "tetriserve-bench"
 NAMESPACE = "tetriserve-bench"
-TETRISERVE_CORES_PER_INSTANCE = 1
 VLLM_CORES = 2
 WARMUP_SEED = 1000
 
@@ -220,12 +219,13 @@ def tetriserve_on_cluster(bench: Bench) -> Iterator[str]:
             ray.kill(ray.get_actor(actor))
 
 
-def _instance_busy() -> dict[str, float]:
+def _instance_busy() -> dict[str, tuple[float, int]]:
+    """Each serving instance's busy seconds so far, and the cores its engine may run on."""
     import ray
 
     names = [n for n in ray.util.list_named_actors() if n.startswith(("prefill-", "decode-"))]
     stats = ray.get([ray.get_actor(n).stats.remote() for n in names])
-    return {name: s["busy_seconds"] for name, s in zip(names, stats, strict=True)}
+    return {name: (s["busy_seconds"], s["cores"]) for name, s in zip(names, stats, strict=True)}
 
 
 def run_tetriserve(bench: Bench, progress: tqdm) -> dict[str, report.SystemFigures]:
@@ -235,9 +235,12 @@ def run_tetriserve(bench: Bench, progress: tqdm) -> dict[str, report.SystemFigur
         def busy(_: dict[str, Any]) -> tuple[float, float]:
             nonlocal before
             after = _instance_busy()
-            seconds = sum(after[n] - before.get(n, 0.0) for n in after)
+            busy = {n: seconds - before.get(n, (0.0, 0))[0] for n, (seconds, _) in after.items()}
             before = after
-            return seconds, seconds * TETRISERVE_CORES_PER_INSTANCE
+            # An engine that borrows a core is charged it for all of its busy time (more
+            # than it takes: it leaves the core whenever its owner runs).
+            cores = sum(busy[n] * after[n][1] for n in busy)
+            return sum(busy.values()), cores
 
         return bench.run_system("tetriserve", base_url, busy, progress)
 

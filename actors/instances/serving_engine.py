@@ -18,6 +18,7 @@ from typing import Any
 from actors import metrics
 from actors.adapters.adapter_store import materialize
 from actors.engine.adapter import EngineAdapter
+from actors.engine.core_share import parse_cores
 from cluster.config import EngineConfig
 from cluster.placement import InstanceLoad
 from cluster.request import GenerationRequest, TokenDelta
@@ -70,6 +71,13 @@ class ServingEngine:
             self.running -= 1
             if self.running == 0:
                 self._busy_s += time.monotonic() - self._busy_since
+
+    @property
+    def cores(self) -> int:
+        """CPU cores the engine may run on: its own and those it borrows (1 for a GPU)."""
+        config = self.engine.config
+        own = parse_cores(config.cpu_cores or "")
+        return max(len(own) + len(parse_cores(config.borrowed_cores or "")), 1)
 
     @property
     def busy_seconds(self) -> float:

@@ -100,5 +100,6 @@ class ServingInstance:
             "role": self.role.value,
             "flips": self.flips,
             "busy_seconds": self.serving.busy_seconds,
+            "cores": self.serving.cores,
             "predictor_observations": self.prefill_role.predictor.observations,
         }
