@@ -97,11 +97,13 @@ def _engine_config(
         kv_transfer = {**KV_CONNECTOR, "kv_role": kv_role, "kv_connector_extra_config": extra}
     machine_cores = os.cpu_count() or 1
     home = core % machine_cores
-    if borrowed is not None and borrowed % machine_cores == home:
-        borrowed = None  # a single core has nothing to lend
+    if borrowed is not None:
+        borrowed %= machine_cores
+        if borrowed == home:
+            borrowed = None  # a single core has nothing to lend
     sharing: dict[str, Any] = {"core_board": core_board}
     if borrowed is not None:
-        sharing["borrowed_cores"] = str(borrowed % machine_cores)
+        sharing["borrowed_cores"] = str(borrowed)
     seqs = _max_num_seqs(config, cores=1 if borrowed is None else 2)
     return EngineConfig(
         model_dir=checkpoint.model_dir,

@@ -1,5 +1,6 @@
 """Helpers the tests share: a free loopback port, the plain vLLM engine that serves as the
-correctness oracle, and the KV path's capability authority of the actor tests."""
+correctness oracle, the KV path's capability authority of the actor tests, and a clock that
+a test moves by hand."""
 
 from __future__ import annotations
 
@@ -9,11 +10,21 @@ from typing import Any
 from cluster.kv_capability import CapabilityAuthority
 from deploy.bench_servers import free_port
 
-__all__ = ["KV_SECRET", "free_port", "plain_vllm", "presenting"]
+__all__ = ["KV_SECRET", "FakeClock", "free_port", "plain_vllm", "presenting"]
 
 # The actor tests' deployment secret: their switch and memory nodes check capabilities
 # minted under it.
 KV_SECRET = b"the KV path secret of the actor tests"
+
+
+class FakeClock:
+    """A clock (a callable returning seconds) that stands still until a test moves `now`."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def presenting(client: Any, *tenants: int) -> Any:

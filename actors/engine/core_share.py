@@ -167,13 +167,16 @@ class CoreShare:
             self.board.busy_until(core, deadline)
 
 
+def _cores_from_environment() -> tuple[list[int], list[int]]:
+    """(home, borrowed) cores, as the engine adapter named them for this engine."""
+    return parse_cores(os.environ.get(HOME_ENV, "")), parse_cores(os.environ.get(BORROWED_ENV, ""))
+
+
 def from_environment() -> CoreShare | None:
     board = os.environ.get(BOARD_ENV)
     if not board:
         return None
-    home = parse_cores(os.environ.get(HOME_ENV, ""))
-    borrowed = parse_cores(os.environ.get(BORROWED_ENV, ""))
-    return CoreShare(CoreBoard(Path(board)), home, borrowed)
+    return CoreShare(CoreBoard(Path(board)), *_cores_from_environment())
 
 
 def apply() -> None:
@@ -204,9 +207,7 @@ def _placing_threads(original):
     @functools.wraps(original)
     @contextlib.contextmanager
     def configure_omp_envs(self, *args, **kwargs):
-        home = parse_cores(os.environ.get(HOME_ENV, ""))
-        borrowed = parse_cores(os.environ.get(BORROWED_ENV, ""))
-        placement = omp_environment(home, borrowed)
+        placement = omp_environment(*_cores_from_environment())
         saved = {name: os.environ.get(name) for name in placement}
         os.environ.update(placement)
         try:

@@ -20,14 +20,7 @@ from actors.engine.core_share import (
     parse_cores,
 )
 from cluster.config import EngineConfig
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock
 
 
 @pytest.fixture
@@ -56,7 +49,7 @@ def test_a_fresh_board_has_every_core_idle(board: CoreBoard) -> None:
 def test_an_engine_borrows_its_neighbours_core_only_while_the_neighbour_is_idle(
     board: CoreBoard,
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=100.0)
     prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock)
     decode = CoreShare(board, home=[1], borrowed=[0], clock=clock)
     assert decode.step_starts() == 2  # the prefill engine has not run: both cores
@@ -76,7 +69,7 @@ def test_an_engine_borrows_its_neighbours_core_only_while_the_neighbour_is_idle(
 def test_an_engine_that_never_ends_its_step_frees_its_cores_after_the_bound(
     board: CoreBoard,
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=100.0)
     crashed = CoreShare(board, home=[0], borrowed=[], clock=clock)
     survivor = CoreShare(board, home=[1], borrowed=[0], clock=clock)
     crashed.step_starts()
@@ -87,14 +80,14 @@ def test_an_engine_that_never_ends_its_step_frees_its_cores_after_the_bound(
 
 
 def test_borrowed_cores_are_taken_in_order_up_to_the_first_busy_one(board: CoreBoard) -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=100.0)
     CoreShare(board, home=[2], borrowed=[], clock=clock).step_starts()
     wide = CoreShare(board, home=[0], borrowed=[1, 2, 3], clock=clock)
     assert wide.step_starts() == 2  # core 3 is idle, but its thread comes after core 2's
 
 
 def test_engines_on_one_node_see_each_other_through_the_file(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=100.0)
     first = CoreShare(CoreBoard(tmp_path / "board", cores=2), [0], [1], clock)
     second = CoreShare(CoreBoard(tmp_path / "board", cores=2), [1], [0], clock)
     first.step_starts()

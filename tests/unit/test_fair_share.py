@@ -11,26 +11,19 @@ from fpga_models.supernic.fair_share import (
     switch_capacities,
 )
 from fpga_models.supernic.params import SuperNICParams
+from tests.support import FakeClock
 
 MB = 1e6
 SCALE = 4 * MB / (100e9 / 8)  # 4 MB/s of ingress, 1.6 MB/s of compression
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def fair(clock: Clock) -> FairShare:
+def fair(clock: FakeClock) -> FairShare:
     return FairShare(SuperNICParams(), FairShareConfig(scale=SCALE, window_epochs=4), clock)
 
 
@@ -49,7 +42,7 @@ def test_capacities_are_the_snics_scaled() -> None:
     assert capacity["nt:compress"] == pytest.approx(1.6 * MB)
 
 
-def test_backlogged_tenants_split_by_their_dominant_resources(fair: FairShare, clock: Clock):
+def test_backlogged_tenants_split_by_their_dominant_resources(fair: FairShare, clock: FakeClock):
     send(fair, "zip", 0.3 * MB, compressed=0.27 * MB, waited=0.01)
     send(fair, "raw", 0.3 * MB, compressed=None, waited=0.01)
     clock.now = 0.05
@@ -67,7 +60,7 @@ def test_backlogged_tenants_split_by_their_dominant_resources(fair: FairShare, c
     assert fair.report()["tenants"]["zip"]["granted_bytes"] == pytest.approx(rates["zip"] * 0.05)
 
 
-def test_a_tenant_that_did_not_wait_is_capped_but_may_grow(fair: FairShare, clock: Clock):
+def test_a_tenant_that_did_not_wait_is_capped_but_may_grow(fair: FairShare, clock: FakeClock):
     send(fair, "quiet", 0.01 * MB, compressed=None, waited=0.0)  # 0.2 MB/s
     send(fair, "busy", 0.3 * MB, compressed=None, waited=0.01)
     clock.now = 0.05
@@ -79,7 +72,7 @@ def test_a_tenant_that_did_not_wait_is_capped_but_may_grow(fair: FairShare, cloc
     assert fair.limiter.rates["busy"] == pytest.approx(3.75 * MB)
 
 
-def test_a_tenant_silent_for_the_whole_window_loses_its_limit(fair: FairShare, clock: Clock):
+def test_a_tenant_silent_for_the_whole_window_loses_its_limit(fair: FairShare, clock: FakeClock):
     send(fair, "gone", 0.3 * MB, compressed=None, waited=0.01)
     for epoch in range(1, 5):
         clock.now = 0.06 * epoch
