@@ -80,6 +80,13 @@ class SchedulingConfig(BaseModel):
     stream_interval_ms: int = Field(default=500, ge=0, le=2000)
     stream_messages_per_s: PositiveInt = 40
     seed: int = 0
+    # Requests one instance of a role may hold waiting (a prefill instance's queue; a decode
+    # instance's admission and engine queue). Once every reachable instance of a role holds
+    # this many, new requests are refused with a 429 and Retry-After.
+    max_queued_per_instance: PositiveInt = 128
+    # How long a request's KV pages stay pinned for its decode instance, unless released
+    # earlier; a decode that starts later recomputes the prompt.
+    kv_lease_ttl_s: float = Field(default=30.0, gt=0)
 
 
 class DeploymentConfig(BaseModel):

@@ -15,6 +15,14 @@ from typing import Any, Literal
 from cluster.kv_pages import PageHandle
 
 PARAMS_KEY = "tetriserve"
+# A lease's pages are written or read only while this much of the lease is left: once it
+# expires, its memory node may give the pages to another request, and nothing would stop a
+# late writer or reader. Without it, the decode recomputes.
+LEASE_MARGIN_S = 5.0
+
+
+def lease_usable(expires_at_unix_s: float, now_unix_s: float) -> bool:
+    return expires_at_unix_s - now_unix_s >= LEASE_MARGIN_S
 
 
 @dataclass(frozen=True, slots=True)

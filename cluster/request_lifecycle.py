@@ -293,6 +293,10 @@ class RequestLife:
         if self.decode_open and self.decode_instance is not None:
             actions.append(CancelDecode(self.decode_instance))
             self.decode_open = False
+            # A cancelled call may never have started, and so never release its lease; a
+            # lease released twice is released once.
+            if self.lease_holder is Holder.DECODE:
+                self.lease_holder = Holder.OWNER
         if self.prefill_open and self.prefill_instance is not None and stage is Stage.FAILED:
             actions.append(CancelPrefill(self.prefill_instance))
             self.prefill_open = False

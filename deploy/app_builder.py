@@ -40,10 +40,12 @@ from deploy.prometheus_config import metrics_ports
 _DETACHED = False
 # Sequences a CPU engine runs at once, per core it is bound to (DeploymentConfig.max_num_seqs).
 SEQS_PER_CORE = 16
-# A serving instance, memory node or switch whose process dies is started again by Ray: an
+# Every actor of the deployment whose process dies is started again by Ray: a serving
 # instance with a new engine on the same cores, which rejoins placement once it answers the
 # scheduler's monitor; a memory node empty (KV is recomputed until then); the switch on the
-# same port, so that every KV client reconnects to it.
+# same port, so that every KV client reconnects to it; the scheduler with nothing in flight
+# (requests under way finish with their owners) and the loads of its next monitor round;
+# the adapter store as it started.
 RESTARTS = 3
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
@@ -52,7 +54,9 @@ KV_CONNECTOR = {
 }
 
 
-def _actor(cls: type, name: str, concurrent: bool = True, restarts: int = 0) -> Any:
+def _actor(
+    cls: type, name: str, concurrent: bool = True, restarts: int = 0, retried: bool = False
+) -> Any:
     """Options for one actor of the deployment.
 
     Engines bind to cores explicitly (EngineConfig.cpu_cores); Ray's CPU accounting would
@@ -61,7 +65,9 @@ def _actor(cls: type, name: str, concurrent: bool = True, restarts: int = 0) -> 
     methods and state (memory nodes, switch, adapter store) take one call at a time.
     Under `serve run` the builder runs in a task that ends once the app is built, so its
     actors must not die with it: they are detached there, and live until `ray stop`.
-    `restarts`: how often Ray starts the actor again when its process dies.
+    `restarts`: how often Ray starts the actor again when its process dies. `retried`: a
+    call under way when it died is sent again to the restarted actor (for actors whose calls
+    may run twice: the scheduler's and the adapter store's).
     """
     lifetime = "detached" if _DETACHED else None
     return ray.remote(cls).options(
@@ -70,6 +76,7 @@ def _actor(cls: type, name: str, concurrent: bool = True, restarts: int = 0) -> 
         max_concurrency=1000 if concurrent else 1,
         lifetime=lifetime,
         max_restarts=restarts,
+        max_task_retries=-1 if retried else 0,
     )
 
 
@@ -150,7 +157,9 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         nodes, secret=secret, port=free_port()
     )
     address = ray.get(switch.address.remote())
-    store = _actor(LoRAAdapterStore, "adapter-store", concurrent=False).remote(checkpoint.adapters)
+    store = _actor(
+        LoRAAdapterStore, "adapter-store", concurrent=False, restarts=RESTARTS, retried=True
+    ).remote(checkpoint.adapters)
     chunk = chunk_tokens(config, checkpoint)
     cpu_engines = resolve_device(config.device) == "cpu"
     roles = {name: Role(role) for name, role in config.instance_roles().items()}
@@ -199,17 +208,19 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     }
     ray.get([h.load_report.remote() for h in instances.values()])
     scheduling = config.scheduling
-    scheduler = _actor(GlobalScheduler, "global-scheduler").remote(
+    infrastructure = {"switch-0": switch, "adapter-store": store, **nodes}
+    scheduler = _actor(GlobalScheduler, "global-scheduler", restarts=RESTARTS, retried=True).remote(
         instances,
         {name: role.value for name, role in roles.items()},
         max_outstanding=config.max_outstanding,
-        infrastructure={"switch-0": switch, "adapter-store": store, **nodes},
+        max_queued_per_instance=scheduling.max_queued_per_instance,
+        infrastructure=infrastructure,
         metrics_port=ports.get("global-scheduler"),
         flip_idle_rounds=scheduling.flip_idle_rounds if scheduling.flip else None,
         kv_secret=secret,
         model_id=str(checkpoint.model_dir),
     )
-    return DisaggregatedPath(scheduler, instances, str(checkpoint.model_dir))
+    return DisaggregatedPath(scheduler, instances, str(checkpoint.model_dir), infrastructure)
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:

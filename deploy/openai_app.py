@@ -11,8 +11,9 @@ thread, so that one large request never holds the event loop every other request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from actors import cpu_priority
 from actors.request.request_timer import RequestTimer
 from actors.scheduler.global_scheduler import Overloaded
 from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
@@ -65,6 +67,24 @@ async def _chain(first: TokenDelta, rest: AsyncIterator[TokenDelta]) -> AsyncIte
         yield delta
 
 
+_CLOSING: set[asyncio.Future] = set()
+
+
+def _close_when_served(stream: AsyncGenerator) -> None:
+    """Closes `stream` once the task serving its HTTP request ends, however it ends. A
+    client gone just before its streamed response began leaves the stream suspended, and
+    its request's leases and counts held, until the garbage collector finds it."""
+
+    def close(_: asyncio.Task) -> None:
+        closing = asyncio.ensure_future(stream.aclose())
+        _CLOSING.add(closing)  # held until done: the loop keeps only a weak reference
+        closing.add_done_callback(_CLOSING.discard)
+
+    task = asyncio.current_task()
+    if task is not None:
+        task.add_done_callback(close)
+
+
 def _sse(payload: dict | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
@@ -80,6 +100,7 @@ class OpenAIIngress(GrpcGeneration):
         adapters: list[str],
         max_body_bytes: int,
     ) -> None:
+        cpu_priority.yield_to_engines()
         self.path = path
         self.adapters = set(adapters)
         self.renderer = PromptRenderer(Path(model_dir), max_model_len)
@@ -136,6 +157,7 @@ class OpenAIIngress(GrpcGeneration):
             sampling=body.sampling(max_tokens),
         )
         deltas = self._stream(request)
+        _close_when_served(deltas)
         # The first step arrives before any byte is sent, so that a refusal (429) or a
         # failure before the first token is answered with its own status code.
         first = await anext(deltas)
@@ -171,11 +193,12 @@ class OpenAIIngress(GrpcGeneration):
         """The request path's token stream; an error it reports becomes an APIError."""
         timer = RequestTimer(request.model_name, len(request.prompt_token_ids))
         try:
-            async for delta in self.path.generate(request):
-                timer.step(delta)
-                if delta.error:
-                    raise APIError(500, delta.error, "InternalServerError")
-                yield delta
+            async with contextlib.aclosing(self.path.generate(request)) as steps:
+                async for delta in steps:
+                    timer.step(delta)
+                    if delta.error:
+                        raise APIError(500, delta.error, "InternalServerError")
+                    yield delta
         except Overloaded as exc:
             timer.refused()
             raise overloaded(str(exc)) from None

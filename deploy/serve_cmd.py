@@ -86,6 +86,18 @@ def add_scheduling_args(parser: argparse.ArgumentParser) -> None:
         default=defaults["stream_messages_per_s"].default,
         help="messages per second a decode instance's streams share",
     )
+    group.add_argument(
+        "--max-queued-per-instance",
+        type=int,
+        default=defaults["max_queued_per_instance"].default,
+        help="waiting requests each instance of a role holds before new ones get a 429",
+    )
+    group.add_argument(
+        "--kv-lease-ttl-s",
+        type=float,
+        default=defaults["kv_lease_ttl_s"].default,
+        help="seconds a request's KV pages stay pinned for its decode unless released",
+    )
 
 
 def scheduling_from_args(args: argparse.Namespace) -> SchedulingConfig:
@@ -98,6 +110,8 @@ def scheduling_from_args(args: argparse.Namespace) -> SchedulingConfig:
         flip=not args.no_flip,
         stream_interval_ms=args.stream_interval_ms,
         stream_messages_per_s=args.stream_messages_per_s,
+        max_queued_per_instance=args.max_queued_per_instance,
+        kv_lease_ttl_s=args.kv_lease_ttl_s,
     )
 
 

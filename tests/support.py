@@ -1,16 +1,19 @@
-"""Helpers the tests share: a free loopback port, the plain vLLM engine that serves as the
-correctness oracle, the KV path's capability authority of the actor tests, and a clock that
-a test moves by hand."""
+"""Helpers the tests share: a free loopback port, a deployment served on a local Ray
+cluster, the plain vLLM engine that serves as the correctness oracle, the KV path's
+capability authority of the actor tests, and a clock that a test moves by hand."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cluster.config import DeploymentConfig
 from cluster.kv_capability import CapabilityAuthority
 from deploy.bench_servers import free_port
 
-__all__ = ["KV_SECRET", "FakeClock", "free_port", "plain_vllm", "presenting"]
+__all__ = ["KV_SECRET", "FakeClock", "free_port", "plain_vllm", "presenting", "serving"]
 
 # The actor tests' deployment secret: their switch and memory nodes check capabilities
 # minted under it.
@@ -25,6 +28,25 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@contextlib.contextmanager
+def serving(config: DeploymentConfig, namespace: str = "tetriserve-test") -> Iterator[str]:
+    """`config` served by Ray Serve on a fresh local Ray cluster; yields its base URL."""
+    import ray
+    from ray import serve
+
+    from deploy.app_builder import build_app
+
+    port = free_port()
+    ray.init(namespace=namespace, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(config), name="tetriserve", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 def presenting(client: Any, *tenants: int) -> Any:

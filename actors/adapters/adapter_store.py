@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from actors import cpu_priority
 from cluster.checkpoint import AdapterInfo
 from tetriserve.v1 import adapters_pb2
 
@@ -21,6 +22,7 @@ class UnknownAdapter(KeyError):
 
 class LoRAAdapterStore:
     def __init__(self, adapters: dict[str, AdapterInfo]) -> None:
+        cpu_priority.yield_to_engines()
         self._adapters = dict(adapters)
         self.fetches = 0
 

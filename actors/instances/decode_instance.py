@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,7 @@ from actors.wire import delta_to_wire, lease_pages, request_from_wire
 from cluster.config import SchedulingConfig
 from cluster.decode_admission import Candidate, RunningDecode, make_admission
 from cluster.kv_pages import tenant_id
-from cluster.kv_transfer import TransferParams
+from cluster.kv_transfer import TransferParams, lease_usable
 from cluster.placement import InstanceLoad
 from cluster.request import TokenDelta, merge_deltas
 from tetriserve.v1 import scheduling_pb2
@@ -97,6 +99,8 @@ class DecodeInstance:
         released = not lease.lease_id
         try:
             decoding = await self._admit(request.request_id, task)
+            if not lease_usable(lease.expires_at_unix_s, time.time()):
+                consume = dataclasses.replace(consume, pages=())  # admitted too late: recompute
             steps = self.serving.generate(request, consume.to_kv_transfer_params(), len(prior))
             async for delta in coalesce(steps, self.stream_interval_s):
                 decoding.generated += len(delta.token_ids)
@@ -109,9 +113,9 @@ class DecodeInstance:
                     asyncio.get_running_loop().run_in_executor(None, self._release, lease, tenant)
                 yield delta_to_wire(delta).SerializeToString()
         finally:
+            if not released:  # not awaited: a second cancellation cannot stop it
+                asyncio.get_running_loop().run_in_executor(None, self._release, lease, tenant)
             await self._finished(request.request_id)
-            if not released:
-                await asyncio.to_thread(self._release, lease, tenant)
 
     def stream_interval_s(self) -> float:
         """How long a stream gathers steps into one message: the running streams share

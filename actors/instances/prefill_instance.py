@@ -21,7 +21,9 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from actors.wire import delta_to_wire, lease_pages, load_from_wire, request_from
 from cluster.config import SchedulingConfig
 from cluster.decode_dispatch import make_dispatcher
 from cluster.kv_pages import PageLayout, tenant_id
-from cluster.kv_transfer import TransferParams
+from cluster.kv_transfer import TransferParams, lease_usable
 from cluster.length_predictor import (
     LengthBuckets,
     LengthPrediction,
@@ -44,11 +46,19 @@ from cluster.prefill_queue import PrefillQueue
 from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from tetriserve.v1 import kv_pb2, scheduling_pb2
 
-LEASE_TTL_S = 30.0
+# Handoffs remembered for an owner that lets a request go before reading its DecodeTask
+# (`abort`); older ones are forgotten, and their leases expire on their memory nodes.
+HANDOFFS_KEPT = 4096
 # The engine holds at most this many chunks of released, not yet prefilled prompt tokens:
 # one being computed and one ready, so the engine never idles between chunks.
 CHUNKS_IN_ENGINE = 2
 log = logging.getLogger(__name__)
+
+
+def _remember(kept: OrderedDict, key: str, value: object) -> None:
+    kept[key] = value
+    while len(kept) > HANDOFFS_KEPT:
+        kept.popitem(last=False)
 
 
 def _event(**kind: object) -> bytes:
@@ -75,6 +85,7 @@ class PrefillInstance:
         self.layout = layout
         self.chunk_tokens = chunk_tokens
         self.heavy_decode_tokens = scheduling.heavy_decode_tokens
+        self.lease_ttl_s = scheduling.kv_lease_ttl_s
         self.queue = PrefillQueue(scheduling.prefill_policy, scheduling.prefill_sched_batch)
         self.released_tokens = 0
         self._turns: dict[str, asyncio.Event] = {}
@@ -85,6 +96,10 @@ class PrefillInstance:
             self.train_predictor(scheduling.length_train_file)
         self.dispatcher = make_dispatcher(scheduling.dispatcher, seed=scheduling.seed)
         self.decode_loads: dict[str, InstanceLoad] = {}
+        # Request id -> (lease id, tenant) of the DecodeTasks sent, until their owner read
+        # them; and the requests their owner let go before that.
+        self._handed_over: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._aborted: OrderedDict[str, None] = OrderedDict()
 
     def train_predictor(self, path: Path) -> dict[str, float]:
         """Fits the length predictor on a ShareGPT-format file; returns held-out accuracy."""
@@ -115,7 +130,12 @@ class PrefillInstance:
         try:
             await self._wait_turn(request.request_id, len(prompt))
             try:
-                lease = await leasing
+                # Shielded: cancelling this request must not cancel the leasing, whose thread
+                # goes on and takes the lease all the same (then given back below).
+                lease = await asyncio.shield(leasing)
+                if lease.lease_id and not lease_usable(lease.expires_at_unix_s, time.time()):
+                    self._give_back(leasing, tenant)  # it waited too long: its decode recomputes
+                    lease = kv_pb2.KVLease(request_id=request.request_id)
                 yield _event(started=scheduling_pb2.PrefillStarted())
                 first = await self._first_step(request, tenant, capability, prompt, lease)
             finally:
@@ -134,23 +154,39 @@ class PrefillInstance:
                 prompt_token_ids=prompt,
                 prefill_output_token_ids=first.token_ids,
             )
-            if not ends:
+            # A lease nobody decodes from goes back here, and so does the lease of a request
+            # its owner let go meanwhile.
+            if not ends and request.request_id not in self._aborted:
                 self._dispatch(decode_task.decision, request, prompt)
                 decode_task.lease.CopyFrom(lease)
-            handed_over = not ends  # a lease nobody decodes from goes back here
+                _remember(self._handed_over, request.request_id, (lease.lease_id, tenant))
+                handed_over = True
             yield _event(decode_task=decode_task)
         finally:
             if not handed_over:
-                await self._give_back(leasing, tenant)
+                self._give_back(leasing, tenant)
 
-    async def _give_back(self, leasing: asyncio.Future, tenant: int) -> None:
-        """The lease of a request that ended here (or was cancelled) goes back at once."""
-        try:
-            lease = await asyncio.shield(leasing)
-        except Exception:
-            return
-        if lease.lease_id:
-            await asyncio.to_thread(self.release_lease, lease.lease_id, tenant)
+    def abort(self, request_id: str) -> None:
+        """The request's owner let it go before it read its DecodeTask: a lease this instance
+        sent goes back now; one not yet sent goes back instead of being sent."""
+        handed = self._handed_over.pop(request_id, None)
+        if handed is None:
+            _remember(self._aborted, request_id, None)
+        elif handed[0]:
+            asyncio.get_running_loop().run_in_executor(None, self.release_lease, *handed)
+
+    def _give_back(self, leasing: asyncio.Future, tenant: int) -> None:
+        """The lease of a request that ended here (or was cancelled) goes back as soon as it
+        is granted; nothing that cancels the request can stop that."""
+
+        def release(done: asyncio.Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            if lease_id := done.result().lease_id:
+                loop.run_in_executor(None, self.release_lease, lease_id, tenant)
+
+        loop = asyncio.get_running_loop()
+        leasing.add_done_callback(release)
 
     def release_lease(self, lease_id: str, tenant: int) -> None:
         """A lease of `tenant` that the request's owner no longer needs; a lease that cannot
@@ -250,7 +286,7 @@ class PrefillInstance:
         count = self.layout.num_pages(len(prompt))
         try:
             lease = self.kv.alloc_pages(
-                tenant, count, self.layout.page_bytes, lease_id, LEASE_TTL_S
+                tenant, count, self.layout.page_bytes, lease_id, self.lease_ttl_s
             )
         except KVTransferError as exc:
             log.warning("no KV pages for %s, its decode recomputes: %s", request.request_id, exc)

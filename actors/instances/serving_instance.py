@@ -67,6 +67,9 @@ class ServingInstance:
     def release_lease(self, lease_id: str, tenant: int) -> None:
         self.prefill_role.release_lease(lease_id, tenant)
 
+    def abort_prefill(self, request_id: str) -> None:
+        self.prefill_role.abort(request_id)
+
     async def observe(self, prompt: list[int], output_tokens: int) -> None:
         await self.prefill_role.observe(prompt, output_tokens)
 

@@ -15,12 +15,14 @@ Every call presents the KV capability the client holds for each tenant it touche
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
+from actors.kv.fault_injection import with_faults
 from actors.wire import handle_from_wire, handle_to_wire, key_to_wire
 from cluster.kv_capability import CAPABILITY_METADATA
 from cluster.kv_pages import PageHandle, PageKey
@@ -32,6 +34,11 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+# A lease release is idempotent, so one lost on the way is sent again: a lease left behind
+# would pin its pages until it expires.
+RELEASE_ATTEMPTS = 3
+RELEASE_BACKOFF_S = 0.05
+TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
 class Placed(Protocol):
@@ -67,8 +74,9 @@ class KVClient:
         self.address = switch_address
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(switch_address, options=CHANNEL_OPTIONS)
-        self._kv = kv_pb2_grpc.MemoryNodeStub(self._channel)
-        self._switch = switch_pb2_grpc.SuperNICSwitchStub(self._channel)
+        calls = with_faults(self._channel)
+        self._kv = kv_pb2_grpc.MemoryNodeStub(calls)
+        self._switch = switch_pb2_grpc.SuperNICSwitchStub(calls)
         self._capabilities: dict[str, str] = {}  # tenant -> the capability presented for it
 
     def present(self, tenant: int | str, capability: str) -> None:
@@ -208,11 +216,19 @@ class KVClient:
 
     def release_lease(self, lease_id: str, tenant: int, memory_node: str = "") -> int:
         """Frees the tenant's lease's pages (on every memory node unless one is named);
-        returns the pages freed."""
+        returns the pages freed. A transient failure is tried again, RELEASE_ATTEMPTS in all."""
         request = kv_pb2.ReleaseLeaseRequest(
             lease_id=lease_id, tenant=tenant, memory_node=memory_node
         )
-        return self._call(self._kv.ReleaseLease, request).pages_freed
+        attempt = 1
+        while True:
+            try:
+                return self._call(self._kv.ReleaseLease, request).pages_freed
+            except KVTransferError as error:
+                if error.code not in TRANSIENT_CODES or attempt == RELEASE_ATTEMPTS:
+                    raise
+            time.sleep(RELEASE_BACKOFF_S * 2 ** (attempt - 1))
+            attempt += 1
 
     def switch_stats(self) -> dict[str, tuple[int, float]]:
         """Tenant -> (bytes through the switch, share) from the switch's Stats rpc."""

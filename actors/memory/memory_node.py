@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from actors import cpu_priority
 from actors.kv.arena import SharedArena
 from actors.memory.clio_memory import ClioMemory
 from actors.wire import handle_to_wire, key_from_wire
@@ -57,6 +58,7 @@ class MemoryNode:
         clock: Callable[[], float] = time.time,
         board: ClioParams | None = None,
     ) -> None:
+        cpu_priority.yield_to_engines()
         self.name = name
         self.authority = CapabilityAuthority(secret)
         self.arena: SharedArena | None = None

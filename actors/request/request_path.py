@@ -121,10 +121,20 @@ class _Run:
 
 
 class DisaggregatedPath:
-    def __init__(self, scheduler: Any, instances: dict[str, Any], model_dir: str) -> None:
+    def __init__(
+        self,
+        scheduler: Any,
+        instances: dict[str, Any],
+        model_dir: str,
+        infrastructure: dict[str, Any] | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.instances = instances
         self.model_dir = model_dir
+        # The memory nodes', switch's and adapter store's handles, held here as well as by
+        # the scheduler: Ray ends an actor once no handle to it is left, and the scheduler
+        # may be restarting.
+        self.infrastructure = dict(infrastructure or {})
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         run = _Run(request, OutputText(load_tokenizer(self.model_dir), request))
@@ -269,7 +279,10 @@ class DisaggregatedPath:
                     decode = self.instances[instance].decode.options(num_returns="streaming")
                     run.decode_calls[instance] = decode.remote(run.task.SerializeToString())
                 case CancelPrefill(instance):
+                    # The stream may already hold the DecodeTask, with a lease that only
+                    # its prefill instance can still give back.
                     _cancel(run.prefill_calls.pop(instance, None))
+                    _detached(self.instances[instance].abort_prefill, run.request.request_id)
                 case CancelDecode(instance):
                     _cancel(run.decode_calls.pop(instance, None))
                 case ReleaseLease(lease_id):
@@ -277,15 +290,15 @@ class DisaggregatedPath:
                     assert run.task is not None  # the lease came in its DecodeTask
                     if prefill is not None and run.task.lease.pages:
                         tenant = run.task.lease.pages[0].tenant
-                        self.instances[prefill].release_lease.remote(lease_id, tenant)
+                        _detached(self.instances[prefill].release_lease, lease_id, tenant)
                 case Report(reason, tokens, prefill):
-                    self.scheduler.finished.remote(run.request.request_id)
+                    _detached(self.scheduler.finished, run.request.request_id)
                     ran_to_end = reason in (FinishReason.LENGTH, FinishReason.STOP)
                     if ran_to_end and prefill is not None:
                         prompt = list(run.request.prompt_token_ids)
-                        self.instances[prefill].observe.remote(prompt, tokens)
+                        _detached(self.instances[prefill].observe, prompt, tokens)
                 case LeftPrefill():
-                    self.scheduler.prefilled.remote(run.request.request_id)
+                    _detached(self.scheduler.prefilled, run.request.request_id)
                 case InstanceLost(instance):
                     # Awaited: the scheduler may run an owner's calls in any order, and the
                     # placement or dispatch made next must not go to the dead instance.
@@ -294,6 +307,13 @@ class DisaggregatedPath:
                     await self._place(run)
                 case DispatchAgain():
                     await self._dispatch_again(run)
+
+
+def _detached(method: Any, *args: Any) -> None:
+    """`method.remote(*args)`, sent from a worker thread rather than from the request's own
+    task: a client gone makes Ray Serve cancel that task with every call it sends, the
+    ones that give back what the request held included."""
+    asyncio.get_running_loop().run_in_executor(None, lambda: method.remote(*args))
 
 
 def _cancel(call: Any) -> None:

@@ -3,8 +3,9 @@
 `place` answers where a request's prefill runs: the least-loaded reachable instance in the
 prefill role, with the KV capability every KV call made for the request presents (minted
 for the tenant of its model and adapter; cluster/kv_capability.py). It refuses with
-`Overloaded` when the cluster already holds `max_outstanding` requests (the front door
-turns that into a 429). `decode_instance` answers where a request
+`Overloaded` when the cluster already holds `max_outstanding` requests, or when every
+reachable instance of a role holds `max_queued_per_instance` waiting requests (the front
+door turns either into a 429 with Retry-After). `decode_instance` answers where a request
 whose decode instance died goes on: the least-loaded reachable one. The monitor collects
 every instance's LoadReport each `monitor_interval_s` (waiting at most ANSWER_TIMEOUT_S for
 each) and broadcasts the decode role's load to every instance, whose decode dispatchers
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from prometheus_client import REGISTRY
 
-from actors import metrics
+from actors import cpu_priority, metrics
 from actors.wire import load_from_wire
 from cluster.instance_flip import FlipController, Role
 from cluster.kv_capability import CapabilityAuthority
@@ -37,6 +39,8 @@ from tetriserve.v1 import generate_pb2, scheduling_pb2
 log = logging.getLogger(__name__)
 STATS_EVERY_ROUNDS = 10
 _OTHER = {Role.PREFILL: Role.DECODE, Role.DECODE: Role.PREFILL}
+# Requests remembered as ended before their placement arrived (the oldest are forgotten).
+ENDED_KEPT = 4096
 # Longest the monitor waits for one instance's answer before it counts it unreachable.
 ANSWER_TIMEOUT_S = 2.0
 
@@ -55,6 +59,7 @@ class GlobalScheduler:
         instances: dict[str, Any],
         roles: dict[str, str],
         max_outstanding: int = 256,
+        max_queued_per_instance: int = 128,
         monitor_interval_s: float = 0.25,
         placement: Placement | None = None,
         infrastructure: dict[str, Any] | None = None,
@@ -64,12 +69,13 @@ class GlobalScheduler:
         kv_secret: bytes,
         model_id: str,
     ) -> None:
+        cpu_priority.yield_to_engines()
         metrics.expose(metrics_port)
         self.cluster_stats = metrics.ClusterStats()
         if metrics_port is not None:
             REGISTRY.register(self.cluster_stats)
-        # Memory nodes, switches and the adapter store live as long as the scheduler that
-        # knows them: it is the one holder of their handles.
+        # Memory nodes, switches and the adapter store, whose figures the monitor publishes
+        # (the request path holds their handles too, so they outlive a restart of this).
         self.infrastructure = dict(infrastructure or {})
         self.instances = dict(instances)
         # flip_idle_rounds None: roles change only when an operator asks (request_flip).
@@ -80,11 +86,13 @@ class GlobalScheduler:
         self.kv_authority = CapabilityAuthority(kv_secret)
         self.model_id = model_id
         self.max_outstanding = max_outstanding
+        self.max_queued_per_instance = max_queued_per_instance
         self.monitor_interval_s = monitor_interval_s
         self.placement = placement or LeastLoaded()
         self.loads = {name: InstanceLoad(name) for name in self.instances}
         self.flips: list[tuple[str, str]] = []  # (instance, new role), in order
         self.in_flight: dict[str, str] = {}  # request id -> prefill instance
+        self._ended: OrderedDict[str, None] = OrderedDict()  # ended before being placed
         self.unreachable: set[str] = set()  # until their next load report
         self._lost_this_round: set[str] = set()  # reported lost while a round was under way
         self._monitor: asyncio.Task | None = None
@@ -96,8 +104,13 @@ class GlobalScheduler:
     async def place(self, request_bytes: bytes) -> bytes:
         self._start_monitor()
         request = generate_pb2.GenerateRequest.FromString(request_bytes)
+        if self._ended.pop(request.request_id, False) is None:
+            raise Overloaded("the request ended before it was placed")  # its owner is gone
         if len(self.in_flight) >= self.max_outstanding:
             raise Overloaded(f"{len(self.in_flight)} requests in flight; the limit is reached")
+        for role in (Role.PREFILL, Role.DECODE):
+            if self._queues_full(role):
+                raise Overloaded(f"every {role.value} instance's queue is full")
         chosen = self.placement.choose(self._reachable(Role.PREFILL))
         if chosen is None:
             raise NoInstanceAvailable("no prefill instance is available")
@@ -124,6 +137,10 @@ class GlobalScheduler:
         is back (or another takes the role over), rather than the service stopping."""
         return self._answering(role) or self._answering(_OTHER[role])
 
+    def _queues_full(self, role: Role) -> bool:
+        loads = self._reachable(role).values()
+        return bool(loads) and all(load.queued >= self.max_queued_per_instance for load in loads)
+
     def _answering(self, role: Role) -> dict[str, InstanceLoad]:
         return {
             name: self.loads[name]
@@ -138,9 +155,15 @@ class GlobalScheduler:
             self.loads[chosen].queued -= 1
 
     def finished(self, request_id: str) -> None:
+        """The request's owner let it go. Ray may run an owner's calls out of order, so a
+        request that ends before its placement arrived is remembered, and not placed."""
         if request_id in self.in_flight:
             self.prefilled(request_id)
             del self.in_flight[request_id]
+        else:
+            self._ended[request_id] = None
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
 
     def instance_lost(self, instance_id: str) -> None:
         """A request's owner saw the instance die: unreachable until it reports again."""

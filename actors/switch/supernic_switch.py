@@ -35,6 +35,7 @@ import grpc
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from actors import cpu_priority
 from actors.kv.kv_client import CHANNEL_OPTIONS
 from actors.switch.switch_service import RoutingError, SwitchService
 from cluster.kv_capability import CapabilityAuthority
@@ -71,6 +72,7 @@ class SuperNICSwitch:
         node_timeout_s: float = 4.0,
         max_workers: int = 8,
     ) -> None:
+        cpu_priority.yield_to_engines()
         self.nodes: dict[str, Any] = dict(memory_nodes or {})
         self.authority = CapabilityAuthority(secret)  # checks every rpc's capabilities
         self.snic = snic or SuperNIC()

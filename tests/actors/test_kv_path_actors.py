@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import ray
 import torch
 
+from actors import cpu_priority
 from actors.kv.kv_client import KVClient, KVTransferError
 from actors.kv.page_io import PageIO
 from actors.memory.memory_node import MemoryNode
@@ -381,3 +383,19 @@ def test_a_memory_node_checks_the_capability_again(path: KVPath) -> None:
         ray.get(node.fence.remote(request, []))
     granted = CapabilityAuthority(KV_SECRET).mint(tenant)
     assert kv_pb2.FenceReply.FromString(ray.get(node.fence.remote(request, [granted])))
+
+
+def test_the_kv_actors_run_below_the_engines_priority_and_the_driver_does_not(
+    path: KVPath,
+) -> None:
+    titles = ("ray::MemoryNode", "ray::SuperNICSwitch")
+    actors = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if " ".join(process.info["cmdline"] or []).startswith(titles)
+    ]
+    assert len(actors) == len(NODES) + 1  # the memory nodes and the switch
+    for process in actors:
+        nices = {os.getpriority(os.PRIO_PROCESS, t.id) for t in process.threads()}
+        assert min(nices) >= cpu_priority.SERVING_PATH_NICE, (process.pid, nices)
+    assert os.getpriority(os.PRIO_PROCESS, 0) < cpu_priority.SERVING_PATH_NICE

@@ -30,11 +30,9 @@ from pathlib import Path
 import openai
 import pytest
 import ray
-from ray import serve
 
 from cluster.config import DeploymentConfig
-from deploy.app_builder import build_app
-from tests.support import free_port, plain_vllm
+from tests.support import plain_vllm, serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -162,14 +160,8 @@ def reference(tiny_model: Path) -> dict[Case, Answer]:
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, reference: dict) -> Iterator[str]:
-    port = free_port()
-    ray.init(namespace="tetriserve-test", include_dashboard=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = DeploymentConfig(model_dir=tiny_model, chunk_tokens=CHUNK_TOKENS)
-    serve.run(build_app(config), name="tetriserve", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    with serving(DeploymentConfig(model_dir=tiny_model, chunk_tokens=CHUNK_TOKENS)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

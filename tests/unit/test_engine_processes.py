@@ -17,7 +17,7 @@ from actors.engine import vllm_exit_with_owner
 # A process at nice 15 (as Ray starts its workers), its threads brought back to nice 0.
 RESTORE = """
 import os, threading, time
-from actors.engine import cpu_priority
+from actors import cpu_priority
 os.nice(15)
 threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
 restored = cpu_priority.restore_normal()

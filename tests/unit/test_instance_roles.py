@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,9 @@ class FakeKVClient:
     """Hands out leases of made-up pages (or fails, when the memory nodes are `down`);
     keeps the leases it gave and the ones given back."""
 
-    def __init__(self, down: bool = False) -> None:
+    def __init__(self, down: bool = False, lease_s: float = 30.0) -> None:
         self.down = down
+        self.lease_s = lease_s
         self.leases: dict[str, kv_pb2.KVLease] = {}
         self.released: list[str] = []
         self.presented: dict[int, str] = {}
@@ -83,7 +85,10 @@ class FakeKVClient:
         if self.down:
             raise KVTransferError("UNAVAILABLE", "no memory node answers")
         pages = [PageHandle(None, "memory-0", tenant, 4096 * i, length) for i in range(count)]
-        lease = kv_pb2.KVLease(lease_id=lease_id, nonce=7, pages=map(handle_to_wire, pages))
+        expires = time.time() + self.lease_s
+        lease = kv_pb2.KVLease(
+            lease_id=lease_id, nonce=7, pages=map(handle_to_wire, pages), expires_at_unix_s=expires
+        )
         self.leases[lease_id] = lease
         return lease
 
@@ -190,7 +195,7 @@ def test_prefill_that_is_the_whole_answer_gives_its_lease_back() -> None:
         assert first.first_token.finish_reason == generate_pb2.FINISH_REASON_LENGTH
         assert not task.decode_task.decision.decode_instance
         assert not task.decode_task.lease.lease_id
-        assert kv.released == list(kv.leases)
+        await _eventually(lambda: kv.released == list(kv.leases))
 
     asyncio.run(scenario())
 
@@ -206,7 +211,8 @@ def test_a_prefill_cancelled_in_the_queue_gives_its_lease_back() -> None:
         assert role.load().queued == 1
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
-        assert len(kv.released) == 1 and role.load().queued == 0
+        assert role.load().queued == 0
+        await _eventually(lambda: len(kv.released) == 1)
         serving.gates["long"].set()
         await long
 
@@ -264,6 +270,50 @@ def _decode_task(request_id: str, prompt_tokens: int, predicted: int) -> bytes:
 
 async def _drain(stream: AsyncIterator[bytes]) -> int:
     return len([message async for message in stream])
+
+
+async def _eventually(check: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Leases go back from a worker thread: waits until `check` holds, at most `within_s`."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
+
+
+def _decoding_role(kv: FakeKVClient) -> PrefillInstance:
+    role = _prefill_role(FakeServingEngine(), kv=kv)
+    role.decode_loads = {"decode-0": InstanceLoad("decode-0", free_kv_tokens=10_000)}
+    return role
+
+
+def test_a_lease_sent_to_an_owner_that_let_the_request_go_unread_goes_back() -> None:
+    async def scenario() -> None:
+        kv = FakeKVClient()
+        role = _decoding_role(kv)
+        messages = [m async for m in role.prefill(_prefill_task(_request("r", 40, 4)))]
+        (lease_id,) = kv.leases
+        assert _events(messages)[-1].decode_task.lease.lease_id == lease_id
+        role.abort("r")  # the owner cancelled the stream before reading its last message
+        await _eventually(lambda: kv.released == [lease_id])
+        role.abort("r")  # once only
+        await asyncio.sleep(0.05)
+        assert kv.released == [lease_id]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_let_go_before_its_handoff_is_not_handed_over() -> None:
+    async def scenario() -> None:
+        kv = FakeKVClient()
+        role = _decoding_role(kv)
+        stream = role.prefill(_prefill_task(_request("r", 40, 4)))
+        await anext(stream)  # started: its lease is taken
+        role.abort("r")  # the owner let go while the first step ran
+        task = _events([m async for m in stream])[-1].decode_task
+        assert not task.lease.lease_id and not task.decision.decode_instance
+        await _eventually(lambda: kv.released == list(kv.leases))
+
+    asyncio.run(scenario())
 
 
 def test_decode_admission_holds_what_does_not_fit_until_memory_frees() -> None:
@@ -327,3 +377,15 @@ def test_decode_streams_share_a_message_budget_up_to_the_longest_interval() -> N
         role.decoding = {str(i): None for i in range(running)}  # type: ignore[misc]
         intervals.append(role.stream_interval_s())
     assert intervals == [0.01, 0.05, 0.1, 0.1]
+
+
+def test_a_lease_about_to_expire_is_neither_written_nor_handed_over() -> None:
+    async def scenario() -> None:
+        kv = FakeKVClient(lease_s=1.0)  # less than LEASE_MARGIN_S left when the step starts
+        role = _decoding_role(kv)
+        messages = [m async for m in role.prefill(_prefill_task(_request("r", 40, 4)))]
+        task = _events(messages)[-1].decode_task
+        assert not task.lease.lease_id and task.decision.decode_instance == "decode-0"
+        await _eventually(lambda: kv.released == list(kv.leases))  # given back at once
+
+    asyncio.run(scenario())

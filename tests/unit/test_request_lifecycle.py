@@ -97,7 +97,11 @@ def test_a_lease_without_a_decode_instance_goes_back_at_once() -> None:
 def test_a_stop_string_in_the_decode_stream_cancels_the_decode() -> None:
     life = _decoding()
     actions = life.finish(FinishReason.STOP)
-    assert actions == [CancelDecode("decode-0"), Report(FinishReason.STOP, 4, "prefill-0")]
+    assert actions == [
+        CancelDecode("decode-0"),
+        ReleaseLease("lease-1"),  # in case the cancelled call never started
+        Report(FinishReason.STOP, 4, "prefill-0"),
+    ]
     assert not life.decode_open
 
 
@@ -177,7 +181,7 @@ def test_a_dispatch_again_in_any_other_stage_is_invalid() -> None:
         (Stage.QUEUED, [CancelPrefill("prefill-0")]),
         (Stage.PREFILLING, [CancelPrefill("prefill-0")]),
         (Stage.KV_SAVED, [CancelPrefill("prefill-0")]),
-        (Stage.DECODING, [CancelDecode("decode-0")]),
+        (Stage.DECODING, [CancelDecode("decode-0"), ReleaseLease("lease-1")]),
     ],
 )
 def test_a_client_gone_cancels_what_is_open(stage: Stage, expected: list) -> None:
@@ -213,6 +217,7 @@ def test_fail_is_final_and_said_once() -> None:
     life = _decoding()
     assert life.fail("decode engine error") == [
         CancelDecode("decode-0"),
+        ReleaseLease("lease-1"),
         Report(FinishReason.ERROR, 4, "prefill-0"),
     ]
     assert life.fail("again") == []

@@ -22,10 +22,11 @@ def test_defaults_are_the_scheduling_config_defaults() -> None:
 def test_scheduling_flags_reach_the_config() -> None:
     scheduling = _config(
         "--stream-interval-ms", "0", "--stream-messages-per-s", "70", "--prefill-policy", "sjf",
-        "--no-flip",
+        "--no-flip", "--max-queued-per-instance", "9", "--kv-lease-ttl-s", "2.5",
     ).scheduling  # fmt: skip
     assert scheduling.stream_interval_ms == 0 and scheduling.stream_messages_per_s == 70
     assert (scheduling.prefill_policy, scheduling.flip) == ("sjf", False)
+    assert (scheduling.max_queued_per_instance, scheduling.kv_lease_ttl_s) == (9, 2.5)
 
 
 def test_negative_stream_interval_is_refused() -> None:

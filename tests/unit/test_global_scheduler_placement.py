@@ -1,5 +1,6 @@
 """The global scheduler places nothing on an instance that is gone: one that missed the
-last monitor round, or that a request's owner reported lost, until it answers again."""
+last monitor round, or that a request's owner reported lost, until it answers again. It
+refuses a request once every instance of a role holds as many waiting requests as it may."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from actors.scheduler.global_scheduler import GlobalScheduler, NoInstanceAvailable
+from actors.scheduler.global_scheduler import GlobalScheduler, NoInstanceAvailable, Overloaded
 from actors.wire import load_to_wire
 from cluster.kv_pages import tenant_id
 from cluster.placement import InstanceLoad
@@ -40,6 +41,7 @@ class FakeInstance:
 
     def __init__(self, name: str, role: int) -> None:
         self.dead = False
+        self.queued = 0
         self.load_report = FakeMethod(lambda: self._report(name, role))
         self.set_decode_loads = FakeMethod(lambda reports: None)
         self.roles_set: list[str] = []
@@ -48,7 +50,7 @@ class FakeInstance:
     def _report(self, name: str, role: int) -> bytes:
         if self.dead:
             raise RuntimeError("the actor died")
-        return load_to_wire(InstanceLoad(name), role).SerializeToString()
+        return load_to_wire(InstanceLoad(name, queued=self.queued), role).SerializeToString()
 
     def restarting(self) -> None:
         self.load_report = self.set_decode_loads = FakeHangingMethod()
@@ -71,7 +73,11 @@ def _scheduler(
     }
     instances = {name: FakeInstance(name, wire_role[role]) for name, role in roles.items()}
     scheduler = GlobalScheduler(
-        instances, roles, kv_secret=b"the scheduler test's own secret", model_id="model"
+        instances,
+        roles,
+        max_queued_per_instance=3,
+        kv_secret=b"the scheduler test's own secret",
+        model_id="model",
     )
     return scheduler, instances
 
@@ -189,3 +195,34 @@ def test_a_role_no_instance_answers_for_is_taken_over() -> None:
     assert instances["decode-0"].roles_set == ["prefill"]
     assert scheduler.flips == [("decode-0", "prefill")]
     assert _place(scheduler, "a") == "decode-0"
+
+
+def test_requests_are_refused_once_every_prefill_queue_is_full() -> None:
+    scheduler, _ = _scheduler()
+    placed = [_place(scheduler, f"r{i}") for i in range(6)]  # 3 queued on each
+    assert sorted(placed) == ["prefill-0"] * 3 + ["prefill-1"] * 3
+    with pytest.raises(Overloaded, match="prefill"):
+        _place(scheduler, "one too many")
+    scheduler.prefilled("r0")  # one left its queue
+    assert _place(scheduler, "r6") == placed[0]
+
+
+def test_requests_are_refused_while_every_decode_queue_is_full() -> None:
+    scheduler, instances = _scheduler()
+    for name in ("decode-0", "decode-1"):
+        instances[name].queued = 3
+    asyncio.run(scheduler._collect_and_broadcast())
+    with pytest.raises(Overloaded, match="decode"):
+        _place(scheduler, "a")
+    instances["decode-1"].queued = 2
+    asyncio.run(scheduler._collect_and_broadcast())
+    assert _place(scheduler, "a") == "prefill-0"
+
+
+def test_a_request_that_ended_before_its_placement_arrived_is_not_placed() -> None:
+    scheduler, _ = _scheduler()
+    scheduler.finished("gone")  # the owner's calls arrived out of order
+    with pytest.raises(Overloaded, match="ended"):
+        _place(scheduler, "gone")
+    assert scheduler.stats()["in_flight"] == 0
+    assert _place(scheduler, "gone") == "prefill-0"  # an id is only forgotten once
