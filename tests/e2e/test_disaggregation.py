@@ -114,6 +114,16 @@ def handoff_cases() -> list[Case]:
     ]
 
 
+def hundred_stop_cases() -> list[Case]:
+    """The hundred handoff prompts with stop strings: some end the output at its first token,
+    some across the handoff, some later, some never."""
+    stops = [("e",), ("a", "o"), (" s",), ("in",), ("zz",), ("t",), ("er", "on"), (".",)]
+    return [
+        Case(case.prompt, case.adapter, 24, stop=stops[i % len(stops)])
+        for i, case in enumerate(handoff_cases())
+    ]
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_model: Path) -> dict[Case, Answer]:
     """Greedy completions from one plain vLLM engine."""
@@ -122,6 +132,7 @@ def reference(tiny_model: Path) -> dict[Case, Answer]:
 
     cases = make_prompts(30) + isolation_cases() + make_prompts(12, seed=99)
     cases += stop_and_penalty_cases() + handoff_cases() + failover_cases()
+    cases += hundred_stop_cases()
     llm = plain_vllm(tiny_model)
     try:
         loras = {
@@ -183,6 +194,12 @@ def answer(client: openai.OpenAI, case: Case) -> Answer:
     )
     choice = response.choices[0]
     return Answer(choice.text, choice.finish_reason, response.usage.completion_tokens)
+
+
+def answer_all(client: openai.OpenAI, cases: list[Case]) -> dict[Case, Answer]:
+    """The cases' answers, eight requests at a time."""
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(cases, pool.map(lambda case: answer(client, case), cases), strict=True))
 
 
 def complete(client: openai.OpenAI, case: Case) -> str:
@@ -253,10 +270,20 @@ def test_a_hundred_decodes_continue_from_the_first_token_without_repeat_or_drop(
     client: openai.OpenAI, reference: dict
 ) -> None:
     cases = handoff_cases()
-    with ThreadPoolExecutor(8) as pool:
-        served = dict(zip(cases, pool.map(lambda case: answer(client, case), cases), strict=True))
+    served = answer_all(client, cases)
     assert mismatches(served, reference) == ""
     assert all(served[case].completion_tokens == case.max_tokens for case in cases)
+
+
+def test_a_hundred_greedy_requests_with_stop_strings_end_as_plain_vllm_ends_them(
+    client: openai.OpenAI, reference: dict
+) -> None:
+    cases = hundred_stop_cases()
+    served = answer_all(client, cases)
+    assert mismatches(served, reference) == ""
+    reasons = Counter(served[case].finish_reason for case in cases)
+    assert reasons["stop"] and reasons["length"]
+    assert any(served[case].completion_tokens == 1 for case in cases if case.stop != ("zz",))
 
 
 def test_a_seeded_sampled_request_gives_the_same_text_every_run(client: openai.OpenAI) -> None:
