@@ -36,16 +36,7 @@ SERVING_PATH_NICE = 10
 def restore_normal() -> bool:
     """Nice 0 for every thread of this process (Linux keeps a nice value per thread) and so
     for the engine processes it starts after; False when the OS refused."""
-    restored = True
-    for thread in psutil.Process().threads():
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            if os.getpriority(os.PRIO_PROCESS, thread.id) <= NORMAL_NICE:
-                continue
-            try:
-                os.setpriority(os.PRIO_PROCESS, thread.id, NORMAL_NICE)
-            except PermissionError:
-                restored = False
-    return restored
+    return _move_threads(NORMAL_NICE, lower=True)
 
 
 def yield_to_engines() -> None:
@@ -53,12 +44,23 @@ def yield_to_engines() -> None:
     below it (threads started later inherit it from the thread that starts them); engine
     processes that it started before keep their own priority. Elsewhere (a test that
     builds an actor's class in its own process), nothing."""
-    if not _in_actor():
-        return
+    if _in_actor():
+        _move_threads(SERVING_PATH_NICE, lower=False)
+
+
+def _move_threads(nice: int, lower: bool) -> bool:
+    """Every thread of this process on the wrong side of `nice` (above it when `lower`,
+    below it otherwise) set to `nice`; False when the OS refused any."""
+    moved = True
     for thread in psutil.Process().threads():
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            if os.getpriority(os.PRIO_PROCESS, thread.id) < SERVING_PATH_NICE:
-                os.setpriority(os.PRIO_PROCESS, thread.id, SERVING_PATH_NICE)
+            now = os.getpriority(os.PRIO_PROCESS, thread.id)
+            if (now > nice) if lower else (now < nice):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+                except PermissionError:
+                    moved = False
+    return moved
 
 
 def _in_actor() -> bool:

@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,22 +42,14 @@ from cluster.length_predictor import (
 )
 from cluster.placement import InstanceLoad, RequestNeed
 from cluster.prefill_queue import PrefillQueue
+from cluster.recent_ids import RecentIds
 from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from tetriserve.v1 import kv_pb2, scheduling_pb2
 
-# Handoffs remembered for an owner that lets a request go before reading its DecodeTask
-# (`abort`); older ones are forgotten, and their leases expire on their memory nodes.
-HANDOFFS_KEPT = 4096
 # The engine holds at most this many chunks of released, not yet prefilled prompt tokens:
 # one being computed and one ready, so the engine never idles between chunks.
 CHUNKS_IN_ENGINE = 2
 log = logging.getLogger(__name__)
-
-
-def _remember(kept: OrderedDict, key: str, value: object) -> None:
-    kept[key] = value
-    while len(kept) > HANDOFFS_KEPT:
-        kept.popitem(last=False)
 
 
 def _event(**kind: object) -> bytes:
@@ -96,10 +87,11 @@ class PrefillInstance:
             self.train_predictor(scheduling.length_train_file)
         self.dispatcher = make_dispatcher(scheduling.dispatcher, seed=scheduling.seed)
         self.decode_loads: dict[str, InstanceLoad] = {}
-        # Request id -> (lease id, tenant) of the DecodeTasks sent, until their owner read
-        # them; and the requests their owner let go before that.
-        self._handed_over: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        self._aborted: OrderedDict[str, None] = OrderedDict()
+        # Request id -> (lease id, tenant) of the DecodeTasks sent, for an owner that lets
+        # its request go before reading one (`abort`); and the requests let go before their
+        # handoff. Forgotten leases expire on their memory nodes.
+        self._handed_over: RecentIds[tuple[str, int]] = RecentIds()
+        self._aborted: RecentIds[bool] = RecentIds()
 
     def train_predictor(self, path: Path) -> dict[str, float]:
         """Fits the length predictor on a ShareGPT-format file; returns held-out accuracy."""
@@ -159,7 +151,7 @@ class PrefillInstance:
             if not ends and request.request_id not in self._aborted:
                 self._dispatch(decode_task.decision, request, prompt)
                 decode_task.lease.CopyFrom(lease)
-                _remember(self._handed_over, request.request_id, (lease.lease_id, tenant))
+                self._handed_over.remember(request.request_id, (lease.lease_id, tenant))
                 handed_over = True
             yield _event(decode_task=decode_task)
         finally:
@@ -169,9 +161,9 @@ class PrefillInstance:
     def abort(self, request_id: str) -> None:
         """The request's owner let it go before it read its DecodeTask: a lease this instance
         sent goes back now; one not yet sent goes back instead of being sent."""
-        handed = self._handed_over.pop(request_id, None)
+        handed = self._handed_over.take(request_id)
         if handed is None:
-            _remember(self._aborted, request_id, None)
+            self._aborted.remember(request_id, True)
         elif handed[0]:
             asyncio.get_running_loop().run_in_executor(None, self.release_lease, *handed)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -33,14 +32,13 @@ from cluster.instance_flip import FlipController, Role
 from cluster.kv_capability import CapabilityAuthority
 from cluster.kv_pages import tenant_id
 from cluster.placement import InstanceLoad, LeastLoaded, Placement
+from cluster.recent_ids import RecentIds
 from cluster.request import BASE_MODEL_NAME, parse_model_name
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 STATS_EVERY_ROUNDS = 10
 _OTHER = {Role.PREFILL: Role.DECODE, Role.DECODE: Role.PREFILL}
-# Requests remembered as ended before their placement arrived (the oldest are forgotten).
-ENDED_KEPT = 4096
 # Longest the monitor waits for one instance's answer before it counts it unreachable.
 ANSWER_TIMEOUT_S = 2.0
 
@@ -92,7 +90,7 @@ class GlobalScheduler:
         self.loads = {name: InstanceLoad(name) for name in self.instances}
         self.flips: list[tuple[str, str]] = []  # (instance, new role), in order
         self.in_flight: dict[str, str] = {}  # request id -> prefill instance
-        self._ended: OrderedDict[str, None] = OrderedDict()  # ended before being placed
+        self._ended: RecentIds[bool] = RecentIds()  # ended before their placement arrived
         self.unreachable: set[str] = set()  # until their next load report
         self._lost_this_round: set[str] = set()  # reported lost while a round was under way
         self._monitor: asyncio.Task | None = None
@@ -104,7 +102,7 @@ class GlobalScheduler:
     async def place(self, request_bytes: bytes) -> bytes:
         self._start_monitor()
         request = generate_pb2.GenerateRequest.FromString(request_bytes)
-        if self._ended.pop(request.request_id, False) is None:
+        if self._ended.take(request.request_id):
             raise Overloaded("the request ended before it was placed")  # its owner is gone
         if len(self.in_flight) >= self.max_outstanding:
             raise Overloaded(f"{len(self.in_flight)} requests in flight; the limit is reached")
@@ -161,9 +159,7 @@ class GlobalScheduler:
             self.prefilled(request_id)
             del self.in_flight[request_id]
         else:
-            self._ended[request_id] = None
-            while len(self._ended) > ENDED_KEPT:
-                self._ended.popitem(last=False)
+            self._ended.remember(request_id, True)
 
     def instance_lost(self, instance_id: str) -> None:
         """A request's owner saw the instance die: unreachable until it reports again."""
