@@ -30,9 +30,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 WORDS = ["serve", "prefill", "decode", "memory", "switch", "page", "token", "lease"]
 MAX_TOKENS = 16
 FAULTS = {
-    "dropped and delayed KV calls": (KVFaults(drop_every=3, delay_ms=5), 30.0),
+    "dropped and delayed KV calls": (KVFaults(drop_every=3, delay_ms=5), 10.0),
     "leases that expire at once": (None, 0.001),
 }
+LONGEST_LEASE_S = max(lease_ttl_s for _, lease_ttl_s in FAULTS.values())
 
 
 def prompts(count: int = 24, seed: int = 13) -> list[str]:
@@ -85,5 +86,9 @@ def test_every_request_gets_vllms_text_and_nothing_is_left_behind(
         served = dict(zip(prompts(), texts, strict=True))
         wrong = {prompt[:40]: text for prompt, text in served.items() if text != reference[prompt]}
         assert not wrong
-        counts, waited = back_to(baseline, within_s=5.0)
+        counts, _ = back_to(baseline, within_s=5.0)
+        # The in-flight count and the queues within 5 s. A lease whose release was dropped
+        # on every attempt (rare: other calls share the drop counter) waits for its expiry.
+        assert {k for k, n in counts.items() if n != baseline[k] and "memory-" not in k} == set()
+        counts, waited = back_to(baseline, within_s=LONGEST_LEASE_S + 5.0)
         assert counts == baseline, f"still held after {waited:.1f} s"
