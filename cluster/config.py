@@ -34,10 +34,13 @@ class EngineConfig(BaseModel):
     max_loras: PositiveInt = 4
     # CPU cores this engine's worker binds to, e.g. "0" or "0-1"; None lets vLLM choose.
     cpu_cores: str | None = None
-    # CPU cores of a neighbour engine that this one also runs on while that engine is idle,
-    # and the node's board that says when it is (actors/engine/core_share.py).
+    # CPU cores of a partner engine that this one also runs on, and the node's board that
+    # says when each engine is busy (actors/engine/core_share.py). The leading engine (the
+    # prefill) runs on its partner's cores at every step, ahead of it; the other (the
+    # decode) yields its own cores to it and borrows the leader's only while it is idle.
     borrowed_cores: str | None = None
     core_board: Path | None = None
+    leads_shared_cores: bool = False
     enforce_eager: bool = True
     seed: int = 0
     # How long vLLM's processes busy-poll their queues after the last message before they
@@ -106,8 +109,8 @@ class DeploymentConfig(BaseModel):
     memory_nodes: PositiveInt = 1
     # True: one engine runs whole requests (no disaggregation), as plain vLLM would.
     colocated: bool = False
-    # CPU engines: decode instance i also runs on prefill instance i's core while that
-    # prefill engine is idle (actors/engine/core_share.py).
+    # CPU engines: prefill instance i and decode instance i share their two cores, the
+    # prefill first (actors/engine/core_share.py).
     share_cores: bool = True
     max_outstanding: PositiveInt = 256
     # Largest request body the front door reads; a larger one is refused with a 413.
@@ -124,11 +127,12 @@ class DeploymentConfig(BaseModel):
     scheduling: SchedulingConfig = SchedulingConfig()
 
     def core_partners(self, cpu_engines: bool) -> dict[str, str]:
-        """Decode instance → the prefill instance whose core it also runs on while that
-        one's engine is idle."""
+        """Instance → the partner whose core it also runs on: prefill i and decode i, both
+        ways."""
         if not (self.share_cores and cpu_engines):
             return {}
-        return {f"decode-{i}": f"prefill-{i}" for i in range(min(self.prefill, self.decode))}
+        pairs = {f"decode-{i}": f"prefill-{i}" for i in range(min(self.prefill, self.decode))}
+        return pairs | {prefill: decode for decode, prefill in pairs.items()}
 
     def instance_roles(self) -> dict[str, str]:
         """Every serving instance's name and starting role ("prefill" or "decode")."""

@@ -163,10 +163,9 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     chunk = chunk_tokens(config, checkpoint)
     cpu_engines = resolve_device(config.device) == "cpu"
     roles = {name: Role(role) for name, role in config.instance_roles().items()}
-    # One core per engine, in order. A decode engine also runs on its partner prefill
-    # engine's core while that one is idle, as the node's core board says. (Not the other
-    # way round: a prefill's batch sizes vary, and each new one would take the decode's core
-    # for a step; see WideShapes in actors/engine/core_share.py.)
+    # One core per engine, in order. Prefill i and decode i also run on each other's core:
+    # the prefill at every step, ahead of the decode; the decode while the prefill engine
+    # is idle, as the node's core board says (actors/engine/core_share.py).
     # Every engine is KV producer and consumer (roles can flip) and computes at most
     # ChunkSize tokens per forward pass.
     cores = {name: core for core, name in enumerate(roles)}
@@ -181,7 +180,12 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
             address,
             borrowed=cores[partners[name]] if name in partners else None,
             core_board=board,
-        ).model_copy(update={"max_num_batched_tokens": chunk})
+        ).model_copy(
+            update={
+                "max_num_batched_tokens": chunk,
+                "leads_shared_cores": name in partners and roles[name] is Role.PREFILL,
+            }
+        )
         for name, core in cores.items()
     }
     layout = PageLayout(

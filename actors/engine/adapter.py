@@ -85,8 +85,8 @@ def engine_args(config: EngineConfig) -> dict:
 
 def _cpu_placement(config: EngineConfig) -> dict[str, str]:
     """Where a CPU engine's threads run: vLLM's own binding to `cpu_cores`, or, where the
-    engine shares cores with a neighbour, one thread per home and borrowed core, placed and
-    counted at every step by the core-share plugin."""
+    engine shares cores with a partner, one thread per home and borrowed core, placed and
+    counted at every step by the core-share plugin, which also says which engine leads."""
     for name in core_share.ENVIRONMENT:
         os.environ.pop(name, None)  # an earlier engine's, in this process
     if config.cpu_cores is None:
@@ -98,6 +98,7 @@ def _cpu_placement(config: EngineConfig) -> dict[str, str]:
         core_share.BOARD_ENV: str(config.core_board),
         core_share.HOME_ENV: config.cpu_cores,
         core_share.BORROWED_ENV: config.borrowed_cores or "",
+        core_share.LEADS_ENV: "1" if config.leads_shared_cores else "0",
     }
 
 

@@ -1,17 +1,23 @@
-"""A vLLM plugin: a CPU engine also runs on a neighbour's cores while the neighbour is idle.
+"""A vLLM plugin: two CPU engines share their cores, the prefill engine first.
 
 On a machine with few cores, the default deployment gives the prefill engine and the decode
-engine a core each. Each is idle part of the time: the prefill between arrivals, the decode
-while no request has reached it. A decode step of a small model is a pass over all its
-weights, so one engine that spans both cores makes far more tokens per second than two
-engines of one core each (on 2 cores, small model, 32 sequences: about 1.5x). So each engine
-has *home* cores, which are its own, and may have *borrowed* cores, the home cores of a
-neighbour engine. Before each forward pass the engine's worker counts how many of its
-borrowed cores are idle and runs that many more OpenMP threads; the threads are bound one
-per core, home cores first, so that the threads it stops using are the ones on borrowed
-cores. Switching happens at step boundaries, never inside one, and no engine ever waits for
-another: when a neighbour wakes up while this engine is in a step on its core, the two share
-that core until this step ends, and this engine leaves it from its next step on.
+engine a core each, and each engine also runs on its partner's core. The prefill engine
+*leads*: it runs every step on both cores, at normal priority, and a decode must never delay
+it (that interference is what disaggregation removes). The decode engine *yields*: the
+threads on its own core run at idle priority (SCHED_IDLE), so the prefill's threads take
+that core the moment they have work and hand it back the moment they wait; and it runs on
+the prefill's core only while the prefill engine is idle. A decode step of a small model is
+a pass over all its weights, so one engine on both cores makes far more tokens per second
+than one engine per core (on 2 cores, small model, 32 sequences: about 1.5x).
+
+Threads are bound one per core, home cores first, so that the threads an engine stops
+using are the ones on borrowed cores. A yielding engine decides at each step boundary how
+many of its borrowed cores to use (never inside a step): before each forward pass its
+worker counts the borrowed cores whose own engine is idle. When the prefill wakes while a
+decode step runs on its core, the two share that core until this step ends, and the decode
+leaves it from its next step on. The leading engine's threads wait passively between
+parallel regions (OMP_WAIT_POLICY=PASSIVE): a spinning thread would hold the decode's core
+through the prefill's Python work between kernels.
 
 The state is a board of one slot per CPU core, in a small shared-memory file that every
 sharing engine on the node maps (`board_path`): the slot holds until when the core's home
@@ -24,7 +30,7 @@ The engine adapter (actors/engine/adapter.py) sets the variables below before it
 engine; this plugin, loaded in every vLLM process through the `vllm.general_plugins` entry
 point, gives the engine's worker its OpenMP placement (`omp_environment`) and wraps the
 worker's forward pass. Without them (plain vLLM in the benchmarks, GPU engines) it does
-nothing.
+nothing. An engine keeps its side (leading or yielding) if its instance flips role.
 """
 
 from __future__ import annotations
@@ -39,9 +45,12 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+import psutil
+
 BOARD_ENV = "TETRISERVE_CORE_BOARD"
 HOME_ENV = "TETRISERVE_HOME_CORES"
 BORROWED_ENV = "TETRISERVE_BORROWED_CORES"
+LEADS_ENV = "TETRISERVE_LEADS_CORES"  # "1": this engine leads (the prefill)
 # A core's home engine counts as busy this long after its last forward pass ends: the gap
 # between two steps of one burst is a few milliseconds.
 LINGER_S = 0.01
@@ -49,7 +58,7 @@ LINGER_S = 0.01
 STEP_BOUND_S = 10.0
 # vLLM's CPU linear layers keep this many oneDNN kernels each (create_onednn_mm(..., 32)).
 ONEDNN_KERNELS_PER_LAYER = 32
-ENVIRONMENT = (BOARD_ENV, HOME_ENV, BORROWED_ENV)
+ENVIRONMENT = (BOARD_ENV, HOME_ENV, BORROWED_ENV, LEADS_ENV)
 _SLOT = struct.Struct("d")
 SHARED_MEMORY = Path("/dev/shm")
 _PATCHED_FLAG = "_tetriserve_core_share"
@@ -72,15 +81,33 @@ def parse_cores(cores: str) -> list[int]:
     return ids
 
 
-def omp_environment(home: list[int], borrowed: list[int]) -> dict[str, str]:
+def omp_environment(home: list[int], borrowed: list[int], leads: bool) -> dict[str, str]:
     """OpenMP's variables for an engine: one thread per core, bound to it, home cores first
-    (thread i runs on place i, so a step with fewer threads leaves the borrowed cores)."""
+    (thread i runs on place i, so a step with fewer threads leaves the borrowed cores); a
+    leading engine's threads sleep as soon as they wait."""
     places = ",".join(f"{{{core}}}" for core in [*home, *borrowed])
-    return {
+    variables = {
         "OMP_NUM_THREADS": str(len(home) + len(borrowed)),
         "OMP_PLACES": places,
         "OMP_PROC_BIND": "close",
     }
+    if leads:
+        variables["OMP_WAIT_POLICY"] = "PASSIVE"
+    return variables
+
+
+def yield_home_cores(home: list[int]) -> int:
+    """Idle priority (SCHED_IDLE) for every thread of this process bound to its home cores:
+    any thread at normal priority that wants such a core takes it at once. Threads started
+    later by these inherit it. Returns how many threads moved."""
+    cores = set(home)
+    moved = 0
+    for thread in psutil.Process().threads():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            if os.sched_getaffinity(thread.id) <= cores:
+                os.sched_setscheduler(thread.id, os.SCHED_IDLE, os.sched_param(0))
+                moved += 1
+    return moved
 
 
 class CoreBoard:
@@ -133,14 +160,21 @@ class WideShapes:
 
 
 class CoreShare:
-    """One engine's side of the board: marks its home cores, counts the borrowed ones."""
+    """One engine's side of the board: marks its home cores, counts the borrowed ones (a
+    leading engine takes them all)."""
 
     def __init__(
-        self, board: CoreBoard, home: list[int], borrowed: list[int], clock=time.monotonic
+        self,
+        board: CoreBoard,
+        home: list[int],
+        borrowed: list[int],
+        clock=time.monotonic,
+        leads: bool = False,
     ) -> None:
         self.board = board
         self.home = home
         self.borrowed = borrowed
+        self.leads = leads
         self._clock = clock
 
     @property
@@ -149,11 +183,14 @@ class CoreShare:
         return len(self.home) + len(self.borrowed)
 
     def step_starts(self) -> int:
-        """Marks the home cores busy; returns how many threads this step runs: one per home
-        core, plus one per borrowed core in order up to the first whose engine is busy."""
+        """Marks the home cores busy; returns how many threads this step runs: every core for
+        a leading engine; else one per home core, plus one per borrowed core in order up to
+        the first whose engine is busy."""
         now = self._clock()
         for core in self.home:
             self.board.busy_until(core, now + STEP_BOUND_S)
+        if self.leads:
+            return self.width
         threads = len(self.home)
         for core in self.borrowed:
             if not self.board.idle(core, now):
@@ -167,16 +204,19 @@ class CoreShare:
             self.board.busy_until(core, deadline)
 
 
-def _cores_from_environment() -> tuple[list[int], list[int]]:
-    """(home, borrowed) cores, as the engine adapter named them for this engine."""
-    return parse_cores(os.environ.get(HOME_ENV, "")), parse_cores(os.environ.get(BORROWED_ENV, ""))
+def _cores_from_environment() -> tuple[list[int], list[int], bool]:
+    """(home, borrowed, leads), as the engine adapter named them for this engine."""
+    home = parse_cores(os.environ.get(HOME_ENV, ""))
+    borrowed = parse_cores(os.environ.get(BORROWED_ENV, ""))
+    return home, borrowed, os.environ.get(LEADS_ENV) == "1"
 
 
 def from_environment() -> CoreShare | None:
     board = os.environ.get(BOARD_ENV)
     if not board:
         return None
-    return CoreShare(CoreBoard(Path(board)), *_cores_from_environment())
+    home, borrowed, leads = _cores_from_environment()
+    return CoreShare(CoreBoard(Path(board)), home, borrowed, leads=leads)
 
 
 def apply() -> None:
@@ -237,6 +277,8 @@ def _counting_threads(original):
     def execute_model(self, scheduler_output, *args, **kwargs):
         if share is None or scheduler_output.total_num_scheduled_tokens == 0:
             return original(self, scheduler_output, *args, **kwargs)
+        if not threads_now[0] and not share.leads:
+            yield_home_cores(share.home)  # its OpenMP threads exist by the first step
         threads = share.step_starts()
         shapes = (
             scheduler_output.total_num_scheduled_tokens,

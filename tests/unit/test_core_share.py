@@ -1,14 +1,17 @@
-"""Core sharing between neighbour engines: the board's slots, the thread count each step
-runs with, the OpenMP placement that makes fewer threads leave the borrowed cores, and the
+"""Core sharing between partner engines: the board's slots, the thread count each step runs
+with (every core for the leading engine), the OpenMP placement that makes fewer threads
+leave the borrowed cores, idle priority on the yielding engine's own cores, and the
 variables the engine adapter hands to an engine's processes."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from actors.engine import core_share
 from actors.engine.adapter import engine_args
@@ -18,6 +21,7 @@ from actors.engine.core_share import (
     WideShapes,
     omp_environment,
     parse_cores,
+    yield_home_cores,
 )
 from cluster.config import EngineConfig
 from tests.support import FakeClock
@@ -35,11 +39,50 @@ def test_core_lists_keep_their_order() -> None:
 
 
 def test_threads_are_bound_one_per_core_home_cores_first() -> None:
-    assert omp_environment([1], [0]) == {
+    assert omp_environment([1], [0], leads=False) == {
         "OMP_NUM_THREADS": "2",
         "OMP_PLACES": "{1},{0}",
         "OMP_PROC_BIND": "close",
     }
+
+
+def test_the_leading_engines_threads_sleep_as_soon_as_they_wait() -> None:
+    assert omp_environment([0], [1], leads=True)["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_a_leading_engine_runs_on_every_core_even_while_its_partner_is_busy(
+    board: CoreBoard,
+) -> None:
+    clock = FakeClock(now=100.0)
+    CoreShare(board, home=[1], borrowed=[0], clock=clock).step_starts()  # the decode
+    prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True)
+    assert prefill.step_starts() == 2
+    assert not board.idle(0, now=clock.now)  # and the decode now keeps off its core
+    assert CoreShare(board, home=[1], borrowed=[0], clock=clock).step_starts() == 1
+
+
+def test_threads_bound_to_the_home_cores_run_at_idle_priority() -> None:
+    core = min(os.sched_getaffinity(0))
+    bound, done = threading.Event(), threading.Event()
+    ids: list[int] = []
+
+    def home_thread() -> None:
+        os.sched_setaffinity(0, {core})  # this thread only
+        ids.append(threading.get_native_id())
+        bound.set()
+        done.wait(10)
+
+    thread = threading.Thread(target=home_thread)
+    thread.start()
+    try:
+        assert bound.wait(10)
+        assert yield_home_cores([core]) >= 1
+        assert os.sched_getscheduler(ids[0]) == os.SCHED_IDLE
+        if len(os.sched_getaffinity(0)) > 1:  # this thread may run anywhere: left alone
+            assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_a_fresh_board_has_every_core_idle(board: CoreBoard) -> None:
@@ -109,6 +152,7 @@ def test_engine_args_hand_the_placement_to_the_engine_processes(
     assert os.environ[core_share.HOME_ENV] == "1"
     assert os.environ[core_share.BOARD_ENV] == str(board)
     assert os.environ[core_share.BORROWED_ENV] == "0"
+    assert os.environ[core_share.LEADS_ENV] == "0"  # the decode side yields
     engine_args(EngineConfig(model_dir=tmp_path, device="cpu", cpu_cores="1"))
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "1"  # vLLM binds, nothing shared
     assert core_share.BOARD_ENV not in os.environ
@@ -179,6 +223,22 @@ def test_the_plugin_runs_each_forward_pass_with_the_cores_the_board_allows(plugi
     board.busy_until(1, 0.0)
     CPUWorker.execute_model(object(), FakeSchedulerOutput(tokens=0))  # no forward pass
     assert board.idle(1, now=time.monotonic())  # a pass without tokens marks nothing
+
+
+def test_a_leading_engines_plugin_runs_wide_and_waits_passively(
+    plugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllm.utils.ompmultiprocessing import OMPProcessManager
+
+    board, _ = plugin
+    monkeypatch.setenv(core_share.LEADS_ENV, "1")
+    with OMPProcessManager.configure_omp_envs(object(), rank=0, local_rank=0):
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    board.busy_until(0, time.monotonic() + 60)  # its partner's core is busy
+    leading = core_share._counting_threads(lambda self, output: "output")
+    assert leading(object(), FakeSchedulerOutput(tokens=8)) == "output"
+    assert torch.get_num_threads() == 2
 
 
 def test_a_batch_size_runs_wide_until_it_is_among_the_kernels_the_cache_keeps() -> None:

@@ -68,7 +68,8 @@ def test_each_decode_instance_borrows_the_core_of_the_prefill_instance_of_its_in
     assert config.instance_roles() == {
         "prefill-0": "prefill", "prefill-1": "prefill", "decode-0": "decode",
     }  # fmt: skip
-    assert config.core_partners(cpu_engines=True) == {"decode-0": "prefill-0"}
+    partners = config.core_partners(cpu_engines=True)
+    assert partners == {"decode-0": "prefill-0", "prefill-0": "decode-0"}
     assert config.core_partners(cpu_engines=False) == {}
     assert _config("--no-share-cores").core_partners(cpu_engines=True) == {}
 
