@@ -18,8 +18,9 @@ interleaved pairs): mean end-to-end latency 23.4 and 23.8 s with every process a
 21.7 and 20.1 s with these at nice 10; output 171-172 against 183-191 tokens/s. Raising
 one's own nice value needs no privilege.
 
-Engines that share cores do so at step boundaries (actors/engine/core_share.py), not
-through priorities.
+Engines that share cores (actors/engine/core_share.py) keep to this order: the prefill
+engine at normal priority, the decode engine's threads on its own core at idle priority,
+below everything else, and on the prefill's core only at steps the prefill engine is idle.
 """
 
 from __future__ import annotations
