@@ -93,6 +93,18 @@ def test_ralloc_installs_invalid_ptes_and_first_touch_uses_the_free_page_buffer(
     assert len(board.slow_path.free_page_buffer) == board.params.free_page_buffer_pages
 
 
+def test_freed_frames_are_reused_first_so_memory_in_use_stays_small() -> None:
+    board = ClioBoard(ClioParams(page_size=PAGE, physical_memory_bytes=64 * PAGE), seed=0)
+    used: set[int] = set()
+    for _ in range(40):  # alloc, map and free one 2-page region, 40 times over
+        va, _ = board.ralloc(1, 2 * PAGE)
+        frames, _ = board.rmap(1, va, 2 * PAGE)
+        used.update(frames)
+        board.rfree(1, va)
+    # The same few frames come back, not a fresh pair each time (40 x 2 > 64 frames).
+    assert len(used) <= 2 + board.params.free_page_buffer_pages
+
+
 class ReferenceLRU:
     """The obvious LRU: a list, most recent last."""
 
