@@ -41,6 +41,8 @@ class EngineConfig(BaseModel):
     borrowed_cores: str | None = None
     core_board: Path | None = None
     leads_shared_cores: bool = False
+    # A leading engine runs on its partner's cores for at most this share of any second.
+    lead_share: float = Field(default=1.0, gt=0.0, le=1.0)
     enforce_eager: bool = True
     seed: int = 0
     # How long vLLM's processes busy-poll their queues after the last message before they
@@ -110,8 +112,12 @@ class DeploymentConfig(BaseModel):
     # True: one engine runs whole requests (no disaggregation), as plain vLLM would.
     colocated: bool = False
     # CPU engines: prefill instance i and decode instance i share their two cores, the
-    # prefill first (actors/engine/core_share.py).
+    # prefill first (actors/engine/core_share.py), but on the decode's core for at most
+    # `prefill_core_share` of any second, so that a prefill backlog cannot starve decodes.
+    # On 2 cores (small model, sampled, bench workloads), 0.5 against 1: mean JCT 1.03x
+    # against 1.35x of vLLM's in HPLD, 1.36x against 1.68x in HPHD; TTFT alike in both.
     share_cores: bool = True
+    prefill_core_share: float = Field(default=0.5, gt=0.0, le=1.0)
     max_outstanding: PositiveInt = 256
     # Largest request body the front door reads; a larger one is refused with a 413.
     max_body_bytes: PositiveInt = 4 * 2**20

@@ -184,6 +184,7 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
             update={
                 "max_num_batched_tokens": chunk,
                 "leads_shared_cores": name in partners and roles[name] is Role.PREFILL,
+                "lead_share": config.prefill_core_share,
             }
         )
         for name, core in cores.items()

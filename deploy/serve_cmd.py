@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="each engine keeps to its own core, even while its partner's is idle (CPU engines)",
     )
+    parser.add_argument(
+        "--prefill-core-share",
+        type=float,
+        default=DeploymentConfig.model_fields["prefill_core_share"].default,
+        help="share of any second a prefill engine may also run on its decode partner's core",
+    )
     add_scheduling_args(parser)
     parser.set_defaults(func=run)
 
@@ -129,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         memory_nodes=args.memory_nodes,
         colocated=args.colocated,
         share_cores=not args.no_share_cores,
+        prefill_core_share=args.prefill_core_share,
         metrics_port=args.metrics_port,
         max_body_bytes=args.max_body_bytes,
         chunk_tokens=args.chunk_tokens,

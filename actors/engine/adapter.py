@@ -99,6 +99,7 @@ def _cpu_placement(config: EngineConfig) -> dict[str, str]:
         core_share.HOME_ENV: config.cpu_cores,
         core_share.BORROWED_ENV: config.borrowed_cores or "",
         core_share.LEADS_ENV: "1" if config.leads_shared_cores else "0",
+        core_share.LEAD_SHARE_ENV: str(config.lead_share),
     }
 
 

@@ -6,7 +6,9 @@ engine a core each, and each engine also runs on its partner's core. The prefill
 it (that interference is what disaggregation removes). The decode engine *yields*: the
 threads on its own core run at idle priority (SCHED_IDLE), so the prefill's threads take
 that core the moment they have work and hand it back the moment they wait; and it runs on
-the prefill's core only while the prefill engine is idle. A decode step of a small model is
+the prefill's core only while the prefill engine is idle. So that a backlog of prompts
+cannot starve the decodes, the prefill runs on the decode's core for at most a share of any
+second (`LeadBudget`; its other steps run on its own core). A decode step of a small model is
 a pass over all its weights, so one engine on both cores makes far more tokens per second
 than one engine per core (on 2 cores, small model, 32 sequences: about 1.5x).
 
@@ -42,7 +44,7 @@ import os
 import struct
 import tempfile
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 
 import psutil
@@ -51,6 +53,7 @@ BOARD_ENV = "TETRISERVE_CORE_BOARD"
 HOME_ENV = "TETRISERVE_HOME_CORES"
 BORROWED_ENV = "TETRISERVE_BORROWED_CORES"
 LEADS_ENV = "TETRISERVE_LEADS_CORES"  # "1": this engine leads (the prefill)
+LEAD_SHARE_ENV = "TETRISERVE_LEAD_SHARE"  # ... on its partner's cores at most this share
 # A core's home engine counts as busy this long after its last forward pass ends: the gap
 # between two steps of one burst is a few milliseconds.
 LINGER_S = 0.01
@@ -58,7 +61,9 @@ LINGER_S = 0.01
 STEP_BOUND_S = 10.0
 # vLLM's CPU linear layers keep this many oneDNN kernels each (create_onednn_mm(..., 32)).
 ONEDNN_KERNELS_PER_LAYER = 32
-ENVIRONMENT = (BOARD_ENV, HOME_ENV, BORROWED_ENV, LEADS_ENV)
+ENVIRONMENT = (BOARD_ENV, HOME_ENV, BORROWED_ENV, LEADS_ENV, LEAD_SHARE_ENV)
+# The window over which a leading engine's share of its partner's cores is counted.
+LEAD_WINDOW_S = 1.0
 _SLOT = struct.Struct("d")
 SHARED_MEMORY = Path("/dev/shm")
 _PATCHED_FLAG = "_tetriserve_core_share"
@@ -159,6 +164,29 @@ class WideShapes:
         return unseen
 
 
+class LeadBudget:
+    """How much of its partner's cores a leading engine may take: steps on them add up to at
+    most `share` of the last `window_s` seconds."""
+
+    def __init__(self, share: float, window_s: float = LEAD_WINDOW_S) -> None:
+        self.share = share
+        self.window_s = window_s
+        self._steps: deque[tuple[float, float]] = deque()
+
+    def allows(self, now: float) -> bool:
+        if self.share >= 1.0:
+            return True
+        start = now - self.window_s
+        while self._steps and self._steps[0][1] <= start:
+            self._steps.popleft()
+        used = sum(min(end, now) - max(begin, start) for begin, end in self._steps)
+        return used < self.share * self.window_s
+
+    def spent(self, begin: float, end: float) -> None:
+        if self.share < 1.0:
+            self._steps.append((begin, end))
+
+
 class CoreShare:
     """One engine's side of the board: marks its home cores, counts the borrowed ones (a
     leading engine takes them all)."""
@@ -170,12 +198,15 @@ class CoreShare:
         borrowed: list[int],
         clock=time.monotonic,
         leads: bool = False,
+        lead_share: float = 1.0,
     ) -> None:
         self.board = board
         self.home = home
         self.borrowed = borrowed
         self.leads = leads
         self._clock = clock
+        self._lead_budget = LeadBudget(lead_share)
+        self._wide_since: float | None = None
 
     @property
     def width(self) -> int:
@@ -184,13 +215,14 @@ class CoreShare:
 
     def step_starts(self) -> int:
         """Marks the home cores busy; returns how many threads this step runs: every core for
-        a leading engine; else one per home core, plus one per borrowed core in order up to
-        the first whose engine is busy."""
+        a leading engine within its share; else one per home core, plus one per borrowed
+        core in order up to the first whose engine is busy."""
         now = self._clock()
         for core in self.home:
             self.board.busy_until(core, now + STEP_BOUND_S)
         if self.leads:
-            return self.width
+            self._wide_since = now if self._lead_budget.allows(now) else None
+            return self.width if self._wide_since is not None else len(self.home)
         threads = len(self.home)
         for core in self.borrowed:
             if not self.board.idle(core, now):
@@ -199,7 +231,11 @@ class CoreShare:
         return threads
 
     def step_ends(self) -> None:
-        deadline = self._clock() + LINGER_S
+        now = self._clock()
+        if self._wide_since is not None:
+            self._lead_budget.spent(self._wide_since, now)
+            self._wide_since = None
+        deadline = now + LINGER_S
         for core in self.home:
             self.board.busy_until(core, deadline)
 
@@ -216,7 +252,8 @@ def from_environment() -> CoreShare | None:
     if not board:
         return None
     home, borrowed, leads = _cores_from_environment()
-    return CoreShare(CoreBoard(Path(board)), home, borrowed, leads=leads)
+    share = float(os.environ.get(LEAD_SHARE_ENV) or 1.0)
+    return CoreShare(CoreBoard(Path(board)), home, borrowed, leads=leads, lead_share=share)
 
 
 def apply() -> None:

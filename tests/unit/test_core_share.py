@@ -61,6 +61,31 @@ def test_a_leading_engine_runs_on_every_core_even_while_its_partner_is_busy(
     assert CoreShare(board, home=[1], borrowed=[0], clock=clock).step_starts() == 1
 
 
+def test_a_leading_engine_keeps_to_its_share_of_its_partners_core(board: CoreBoard) -> None:
+    clock = FakeClock(now=100.0)
+    prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True, lead_share=0.5)
+    assert prefill.step_starts() == 2
+    clock.now += 0.6  # a long step on both cores: more than half of the last second
+    prefill.step_ends()
+    assert prefill.step_starts() == 1  # so the next one keeps to its own core
+    clock.now += 0.3
+    prefill.step_ends()  # a narrow step costs the share nothing
+    clock.now += 0.2  # 1.1 s after the wide step began: 0.5 s of it left in the window
+    assert prefill.step_starts() == 1
+    clock.now += 0.2
+    prefill.step_ends()
+    assert prefill.step_starts() == 2  # 0.3 s of it left: below the half again
+
+
+def test_a_share_of_one_never_holds_a_leading_engine_back(board: CoreBoard) -> None:
+    clock = FakeClock(now=100.0)
+    prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True)
+    for _ in range(5):
+        assert prefill.step_starts() == 2
+        clock.now += 1.0
+        prefill.step_ends()
+
+
 def test_threads_bound_to_the_home_cores_run_at_idle_priority() -> None:
     core = min(os.sched_getaffinity(0))
     bound, done = threading.Event(), threading.Event()
@@ -153,6 +178,7 @@ def test_engine_args_hand_the_placement_to_the_engine_processes(
     assert os.environ[core_share.BOARD_ENV] == str(board)
     assert os.environ[core_share.BORROWED_ENV] == "0"
     assert os.environ[core_share.LEADS_ENV] == "0"  # the decode side yields
+    assert float(os.environ[core_share.LEAD_SHARE_ENV]) == 1.0
     engine_args(EngineConfig(model_dir=tmp_path, device="cpu", cpu_cores="1"))
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "1"  # vLLM binds, nothing shared
     assert core_share.BOARD_ENV not in os.environ

@@ -61,7 +61,7 @@ def test_chunk_tokens_must_be_positive(command: list[str], capsys) -> None:
     assert "expected a positive integer" in capsys.readouterr().err
 
 
-def test_each_decode_instance_borrows_the_core_of_the_prefill_instance_of_its_index() -> None:
+def test_prefill_and_decode_instances_of_one_index_share_their_cores() -> None:
     from cluster.config import DeploymentConfig
 
     config = DeploymentConfig(prefill=2, decode=1)
@@ -72,6 +72,13 @@ def test_each_decode_instance_borrows_the_core_of_the_prefill_instance_of_its_in
     assert partners == {"decode-0": "prefill-0", "prefill-0": "decode-0"}
     assert config.core_partners(cpu_engines=False) == {}
     assert _config("--no-share-cores").core_partners(cpu_engines=True) == {}
+
+
+def test_prefill_core_share_flag_reaches_the_config() -> None:
+    assert _config().prefill_core_share == 0.5
+    assert _config("--prefill-core-share", "1").prefill_core_share == 1.0
+    with pytest.raises(pydantic.ValidationError, match="prefill_core_share"):
+        _config("--prefill-core-share", "0")
 
 
 def test_body_limit_flag_reaches_the_config() -> None:
