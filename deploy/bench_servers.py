@@ -26,11 +26,22 @@ import httpx
 READY_PATH = "/v1/models"
 
 
+# Ports a Ray node binds by default whenever it starts (GCS, Serve's HTTP and gRPC, the
+# dashboard, Ray Client, the dashboard agent). The OS may hand any of them out as a free
+# port before a cluster starts, and the cluster then takes it from the server that was
+# given it: 52365 lies in Linux's ephemeral range.
+RAY_DEFAULT_PORTS = frozenset({6379, 8000, 8265, 9000, 10001, 52365})
+
+
 def free_port() -> int:
-    """A TCP port free on loopback now (another process may still take it later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on loopback now and none of Ray's defaults (another process may
+    still take it later)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
 
 
 @dataclass(slots=True)
