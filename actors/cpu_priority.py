@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 
 import psutil
 
@@ -49,19 +50,48 @@ def yield_to_engines() -> None:
         _move_threads(SERVING_PATH_NICE, lower=False)
 
 
+def idle_on_cores(cores: list[int]) -> int:
+    """Idle priority (SCHED_IDLE) for every thread of this process bound to `cores` (a
+    yielding engine's own cores, actors/engine/core_share.py): any thread at normal priority
+    that wants such a core takes it at once. Threads started later by these inherit it.
+    Returns how many threads moved; lowering one's own priority needs no privilege."""
+    bound = set(cores)
+    moved = 0
+
+    def idle(thread_id: int) -> None:
+        nonlocal moved
+        if os.sched_getaffinity(thread_id) <= bound:
+            os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
+            moved += 1
+
+    _for_each_thread(idle)
+    return moved
+
+
 def _move_threads(nice: int, lower: bool) -> bool:
     """Every thread of this process on the wrong side of `nice` (above it when `lower`,
     below it otherwise) set to `nice`; False when the OS refused any."""
     moved = True
-    for thread in psutil.Process().threads():
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            now = os.getpriority(os.PRIO_PROCESS, thread.id)
-            if (now > nice) if lower else (now < nice):
-                try:
-                    os.setpriority(os.PRIO_PROCESS, thread.id, nice)
-                except PermissionError:
-                    moved = False
+
+    def renice(thread_id: int) -> None:
+        nonlocal moved
+        now = os.getpriority(os.PRIO_PROCESS, thread_id)
+        if (now > nice) if lower else (now < nice):
+            try:
+                os.setpriority(os.PRIO_PROCESS, thread_id, nice)
+            except PermissionError:
+                moved = False
+
+    _for_each_thread(renice)
     return moved
+
+
+def _for_each_thread(action: Callable[[int], None]) -> None:
+    """`action(thread id)` for every thread of this process; a thread that ended meanwhile
+    is skipped."""
+    for thread in psutil.Process().threads():
+        with contextlib.suppress(OSError):
+            action(thread.id)
 
 
 def _in_actor() -> bool:

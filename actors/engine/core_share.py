@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 
-import psutil
+from actors import cpu_priority
 
 BOARD_ENV = "TETRISERVE_CORE_BOARD"
 HOME_ENV = "TETRISERVE_HOME_CORES"
@@ -99,20 +99,6 @@ def omp_environment(home: list[int], borrowed: list[int], leads: bool) -> dict[s
     if leads:
         variables["OMP_WAIT_POLICY"] = "PASSIVE"
     return variables
-
-
-def yield_home_cores(home: list[int]) -> int:
-    """Idle priority (SCHED_IDLE) for every thread of this process bound to its home cores:
-    any thread at normal priority that wants such a core takes it at once. Threads started
-    later by these inherit it. Returns how many threads moved."""
-    cores = set(home)
-    moved = 0
-    for thread in psutil.Process().threads():
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            if os.sched_getaffinity(thread.id) <= cores:
-                os.sched_setscheduler(thread.id, os.SCHED_IDLE, os.sched_param(0))
-                moved += 1
-    return moved
 
 
 class CoreBoard:
@@ -315,7 +301,7 @@ def _counting_threads(original):
         if share is None or scheduler_output.total_num_scheduled_tokens == 0:
             return original(self, scheduler_output, *args, **kwargs)
         if not threads_now[0] and not share.leads:
-            yield_home_cores(share.home)  # its OpenMP threads exist by the first step
+            cpu_priority.idle_on_cores(share.home)  # its OpenMP threads exist by now
         threads = share.step_starts()
         shapes = (
             scheduler_output.total_num_scheduled_tokens,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from actors import cpu_priority
 from actors.engine import core_share
 from actors.engine.adapter import engine_args
 from actors.engine.core_share import (
@@ -21,7 +22,6 @@ from actors.engine.core_share import (
     WideShapes,
     omp_environment,
     parse_cores,
-    yield_home_cores,
 )
 from cluster.config import EngineConfig
 from tests.support import FakeClock
@@ -101,7 +101,7 @@ def test_threads_bound_to_the_home_cores_run_at_idle_priority() -> None:
     thread.start()
     try:
         assert bound.wait(10)
-        assert yield_home_cores([core]) >= 1
+        assert cpu_priority.idle_on_cores([core]) >= 1
         assert os.sched_getscheduler(ids[0]) == os.SCHED_IDLE
         if len(os.sched_getaffinity(0)) > 1:  # this thread may run anywhere: left alone
             assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
