@@ -13,13 +13,13 @@ a pass over all its weights, so one engine on both cores makes far more tokens p
 than one engine per core (on 2 cores, small model, 32 sequences: about 1.5x).
 
 Threads are bound one per core, home cores first, so that the threads an engine stops
-using are the ones on borrowed cores. A yielding engine decides at each step boundary how
-many of its borrowed cores to use (never inside a step): before each forward pass its
-worker counts the borrowed cores whose own engine is idle. When the prefill wakes while a
-decode step runs on its core, the two share that core until this step ends, and the decode
-leaves it from its next step on. The leading engine's threads wait passively between
-parallel regions (OMP_WAIT_POLICY=PASSIVE): a spinning thread would hold the decode's core
-through the prefill's Python work between kernels.
+using are the ones on borrowed cores. A yielding engine counts the borrowed cores whose own
+engine is idle before each forward pass, and again after each attention layer: a decode step
+of the small model lasts 50-100 ms, so a prefill that wakes mid-step shares its core with
+the decode for one layer at most, and a core it leaves mid-step is taken back at the next
+layer. Both engines' threads wait passively between parallel regions
+(OMP_WAIT_POLICY=PASSIVE): a spinning thread would hold its partner's core through its own
+engine's Python work between kernels.
 
 The state is a board of one slot per CPU core, in a small shared-memory file that every
 sharing engine on the node maps (`board_path`): the slot holds until when the core's home
@@ -86,19 +86,17 @@ def parse_cores(cores: str) -> list[int]:
     return ids
 
 
-def omp_environment(home: list[int], borrowed: list[int], leads: bool) -> dict[str, str]:
+def omp_environment(home: list[int], borrowed: list[int]) -> dict[str, str]:
     """OpenMP's variables for an engine: one thread per core, bound to it, home cores first
-    (thread i runs on place i, so a step with fewer threads leaves the borrowed cores); a
-    leading engine's threads sleep as soon as they wait."""
+    (thread i runs on place i, so a step with fewer threads leaves the borrowed cores); the
+    threads sleep as soon as they wait."""
     places = ",".join(f"{{{core}}}" for core in [*home, *borrowed])
-    variables = {
+    return {
         "OMP_NUM_THREADS": str(len(home) + len(borrowed)),
         "OMP_PLACES": places,
         "OMP_PROC_BIND": "close",
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
-    if leads:
-        variables["OMP_WAIT_POLICY"] = "PASSIVE"
-    return variables
 
 
 class CoreBoard:
@@ -209,6 +207,13 @@ class CoreShare:
         if self.leads:
             self._wide_since = now if self._lead_budget.allows(now) else None
             return self.width if self._wide_since is not None else len(self.home)
+        return self.threads_allowed(now)
+
+    def threads_allowed(self, now: float | None = None) -> int:
+        """A yielding engine's threads now: one per home core, plus one per borrowed core in
+        order up to the first whose engine is busy. Asked at each step's start and again
+        before each layer of its forward pass."""
+        now = self._clock() if now is None else now
         threads = len(self.home)
         for core in self.borrowed:
             if not self.board.idle(core, now):
@@ -270,7 +275,8 @@ def _placing_threads(original):
     @functools.wraps(original)
     @contextlib.contextmanager
     def configure_omp_envs(self, *args, **kwargs):
-        placement = omp_environment(*_cores_from_environment())
+        home, borrowed, _ = _cores_from_environment()
+        placement = omp_environment(home, borrowed)
         saved = {name: os.environ.get(name) for name in placement}
         os.environ.update(placement)
         try:
@@ -287,31 +293,73 @@ def _placing_threads(original):
     return configure_omp_envs
 
 
+class _WorkerThreads:
+    """The worker's OpenMP thread count, set only when it changes; the width its step began
+    with (attention runs at it); while `held`, the whole step runs at that width (its GEMM
+    kernels are being built wide)."""
+
+    def __init__(self) -> None:
+        # vLLM replaces torch.set_num_threads once it has bound its threads; the builtin stays.
+        from torch._C import set_num_threads
+
+        self._set_num_threads = set_num_threads
+        self.count = 0
+        self.step_width = 0
+        self.held = False
+
+    def use(self, threads: int) -> None:
+        if threads != self.count:
+            self._set_num_threads(threads)
+            self.count = threads
+
+
+def _attention_layers(worker: object) -> list:
+    """The model's attention layers (vLLM's `Attention` modules), or none where the worker
+    has no such model."""
+    model = getattr(getattr(worker, "model_runner", None), "model", None)
+    if model is None:
+        return []
+    from vllm.model_executor.layers.attention.attention import Attention
+
+    return [module for module in model.modules() if isinstance(module, Attention)]
+
+
 def _counting_threads(original):
-    """The worker's forward pass, run with as many threads as the board allows."""
+    """The worker's forward pass, run with as many threads as the board allows.
+
+    A yielding engine asks again after each attention layer: a decode step lasts many times a
+    prefill's wake-up, and a core its partner leaves mid-step would otherwise idle to the
+    step's end, while a partner that wakes mid-step would share its core with this step's
+    thread. Attention itself runs at the step's starting width, which its metadata (built
+    once per step) was partitioned for; the GEMMs between run at the width of the moment."""
     share = from_environment()
     wide = WideShapes()
-    # vLLM replaces torch.set_num_threads once it has bound its threads; the builtin stays.
-    from torch._C import set_num_threads
+    threads = _WorkerThreads()
 
-    threads_now = [0]
+    def before_attention(module, args) -> None:
+        threads.use(threads.step_width)
+
+    def after_attention(module, args, output) -> None:
+        if not threads.held:
+            threads.use(share.threads_allowed())
 
     @functools.wraps(original)
     def execute_model(self, scheduler_output, *args, **kwargs):
         if share is None or scheduler_output.total_num_scheduled_tokens == 0:
             return original(self, scheduler_output, *args, **kwargs)
-        if not threads_now[0] and not share.leads:
+        if not threads.count and not share.leads:  # the first forward pass
             cpu_priority.idle_on_cores(share.home)  # its OpenMP threads exist by now
-        threads = share.step_starts()
+            for attention in _attention_layers(self):
+                attention.register_forward_pre_hook(before_attention)
+                attention.register_forward_hook(after_attention)
+        count = share.step_starts()
         shapes = (
             scheduler_output.total_num_scheduled_tokens,
             len(scheduler_output.num_scheduled_tokens),
         )
-        if wide.first_seen(shapes):
-            threads = share.width
-        if threads != threads_now[0]:
-            set_num_threads(threads)
-            threads_now[0] = threads
+        threads.held = wide.first_seen(shapes)
+        threads.step_width = share.width if threads.held else count
+        threads.use(threads.step_width)
         try:
             return original(self, scheduler_output, *args, **kwargs)
         finally:

@@ -38,16 +38,13 @@ def test_core_lists_keep_their_order() -> None:
     assert parse_cores("") == []
 
 
-def test_threads_are_bound_one_per_core_home_cores_first() -> None:
-    assert omp_environment([1], [0], leads=False) == {
+def test_threads_are_bound_one_per_core_home_cores_first_and_sleep_as_soon_as_they_wait() -> None:
+    assert omp_environment([1], [0]) == {
         "OMP_NUM_THREADS": "2",
         "OMP_PLACES": "{1},{0}",
         "OMP_PROC_BIND": "close",
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
-
-
-def test_the_leading_engines_threads_sleep_as_soon_as_they_wait() -> None:
-    assert omp_environment([0], [1], leads=True)["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_a_leading_engine_runs_on_every_core_even_while_its_partner_is_busy(
@@ -251,16 +248,61 @@ def test_the_plugin_runs_each_forward_pass_with_the_cores_the_board_allows(plugi
     assert board.idle(1, now=time.monotonic())  # a pass without tokens marks nothing
 
 
-def test_a_leading_engines_plugin_runs_wide_and_waits_passively(
-    plugin, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from vllm.utils.ompmultiprocessing import OMPProcessManager
+class FakeLayer(torch.nn.Module):
+    """Stands in for one of the model's modules: records the thread count it ran with."""
 
+    def __init__(self, name: str, seen: list[tuple[str, int]]) -> None:
+        super().__init__()
+        self.name, self.seen = name, seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.name, torch.get_num_threads()))
+        return x
+
+
+@pytest.mark.parametrize(
+    ("prefill_busy_before", "prefill_busy_after", "widths"),
+    [
+        # the prefill wakes mid-step: the decode leaves its core after the next attention
+        (False, True, [("attention", 2), ("mlp", 2), ("attention", 2), ("mlp", 1)]),
+        # the prefill goes idle mid-step: its core is taken back, attention keeps its width
+        (True, False, [("attention", 1), ("mlp", 1), ("attention", 1), ("mlp", 2)]),
+    ],
+)
+def test_a_yielding_engine_takes_or_leaves_a_core_after_each_attention_layer(
+    plugin,
+    monkeypatch: pytest.MonkeyPatch,
+    prefill_busy_before: bool,
+    prefill_busy_after: bool,
+    widths: list[tuple[str, int]],
+) -> None:
+    board, _ = plugin
+    seen: list[tuple[str, int]] = []
+    layers = [FakeLayer(name, seen) for name in ("attention", "mlp", "attention", "mlp")]
+    monkeypatch.setattr(core_share, "_attention_layers", lambda worker: layers[::2])
+
+    def mark_prefill(busy: bool) -> None:
+        board.busy_until(0, time.monotonic() + 60 if busy else 0.0)
+
+    def forward_pass(self, scheduler_output) -> str:
+        x = torch.zeros(1)
+        layers[1](layers[0](x))
+        mark_prefill(prefill_busy_after)
+        layers[3](layers[2](x))
+        return "output"
+
+    step = core_share._counting_threads(forward_pass)
+    step(object(), FakeSchedulerOutput(tokens=8))  # a new batch size: the whole step wide
+    assert seen == [("attention", 2), ("mlp", 2), ("attention", 2), ("mlp", 2)]
+    seen.clear()
+    mark_prefill(prefill_busy_before)
+    step(object(), FakeSchedulerOutput(tokens=8))
+    assert seen == widths
+
+
+def test_a_leading_engines_plugin_runs_wide(plugin, monkeypatch: pytest.MonkeyPatch) -> None:
     board, _ = plugin
     monkeypatch.setenv(core_share.LEADS_ENV, "1")
-    with OMPProcessManager.configure_omp_envs(object(), rank=0, local_rank=0):
-        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert "OMP_WAIT_POLICY" not in os.environ
     board.busy_until(0, time.monotonic() + 60)  # its partner's core is busy
     leading = core_share._counting_threads(lambda self, output: "output")
     assert leading(object(), FakeSchedulerOutput(tokens=8)) == "output"
