@@ -212,7 +212,7 @@ class CoreShare:
     def threads_allowed(self, now: float | None = None) -> int:
         """A yielding engine's threads now: one per home core, plus one per borrowed core in
         order up to the first whose engine is busy. Asked at each step's start and again
-        before each layer of its forward pass."""
+        after each attention layer of its forward pass."""
         now = self._clock() if now is None else now
         threads = len(self.home)
         for core in self.borrowed:
