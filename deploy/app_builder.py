@@ -10,6 +10,7 @@ application builder that `serve run deploy/serve_config.yaml` calls.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ SEQS_PER_CORE = 16
 # (requests under way finish with their owners) and the loads of its next monitor round;
 # the adapter store as it started.
 RESTARTS = 3
+# How long a stop waits for a memory node to give its shared arena back.
+RELEASE_TIMEOUT_S = 10.0
 KV_CONNECTOR = {
     "kv_connector": "TetriserveConnector",
     "kv_connector_module_path": "actors.engine.kv_connector",
@@ -147,11 +150,12 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     # The KV path's capabilities are minted by the scheduler and checked by the switch and
     # the memory nodes under this deployment's own secret (cluster/kv_capability.py).
     secret = deployment_secret()
+    names = [memory_node_name(i) for i in range(config.memory_nodes)]
     nodes = {
-        f"memory-{i}": _actor(
-            MemoryNode, f"memory-{i}", concurrent=False, restarts=RESTARTS
-        ).remote(f"memory-{i}", secret=secret)
-        for i in range(config.memory_nodes)
+        name: _actor(MemoryNode, name, concurrent=False, restarts=RESTARTS).remote(
+            name, secret=secret
+        )
+        for name in names
     }
     switch = _actor(SuperNICSwitch, "switch-0", concurrent=False, restarts=RESTARTS).remote(
         nodes, secret=secret, port=free_port()
@@ -226,6 +230,20 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         model_id=str(checkpoint.model_dir),
     )
     return DisaggregatedPath(scheduler, instances, str(checkpoint.model_dir), infrastructure)
+
+
+def memory_node_name(index: int) -> str:
+    return f"memory-{index}"
+
+
+def release_shared_memory(config: DeploymentConfig) -> None:
+    """Before a deployment's cluster goes: each memory node gives its shared arena back, so
+    that a clean stop leaves nothing in /dev/shm. A memory node that does not answer leaves
+    its arena to the next memory node's sweep (actors/kv/arena.py)."""
+    for index in range(config.memory_nodes):
+        with contextlib.suppress(ValueError, ray.exceptions.RayError):
+            node = ray.get_actor(memory_node_name(index))  # ValueError: none of that name
+            ray.get(node.close.remote(), timeout=RELEASE_TIMEOUT_S)
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:

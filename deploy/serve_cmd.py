@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from deploy.app_builder import build_app
+    from deploy.app_builder import build_app, release_shared_memory
     from deploy.grpc_ingress import grpc_options
 
     config = config_from_args(args)
@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
     print("tetriserve: shutting down")
+    release_shared_memory(config)
     serve.shutdown()
     ray.shutdown()
     return 0
