@@ -236,14 +236,17 @@ def memory_node_name(index: int) -> str:
     return f"memory-{index}"
 
 
-def release_shared_memory(config: DeploymentConfig) -> None:
-    """Before a deployment's cluster goes: each memory node gives its shared arena back, so
-    that a clean stop leaves nothing in /dev/shm. A memory node that does not answer leaves
-    its arena to the next memory node's sweep (actors/kv/arena.py)."""
+def shut_down(config: DeploymentConfig) -> None:
+    """Stops the deployment this process serves, and the Ray cluster it joined: first each
+    memory node gives its shared arena back, so that a clean stop leaves nothing in
+    /dev/shm (a memory node that does not answer leaves its arena to the next memory node's
+    sweep, actors/kv/arena.py); then Serve, then Ray."""
     for index in range(config.memory_nodes):
         with contextlib.suppress(ValueError, ray.exceptions.RayError):
             node = ray.get_actor(memory_node_name(index))  # ValueError: none of that name
             ray.get(node.close.remote(), timeout=RELEASE_TIMEOUT_S)
+    serve.shutdown()
+    ray.shutdown()
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:

@@ -154,10 +154,9 @@ def write_scrape_config(config: DeploymentConfig) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ray
     from ray import serve
 
-    from deploy.app_builder import build_app, release_shared_memory
+    from deploy.app_builder import build_app, shut_down
     from deploy.grpc_ingress import grpc_options
 
     config = config_from_args(args)
@@ -179,7 +178,5 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
     print("tetriserve: shutting down")
-    release_shared_memory(config)
-    serve.shutdown()
-    ray.shutdown()
+    shut_down(config)
     return 0

@@ -36,7 +36,7 @@ def serving(config: DeploymentConfig, namespace: str = "tetriserve-test") -> Ite
     import ray
     from ray import serve
 
-    from deploy.app_builder import build_app, release_shared_memory
+    from deploy.app_builder import build_app, shut_down
 
     port = free_port()
     ray.init(namespace=namespace, include_dashboard=False)
@@ -45,9 +45,7 @@ def serving(config: DeploymentConfig, namespace: str = "tetriserve-test") -> Ite
         serve.run(build_app(config), name="tetriserve", route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
-        release_shared_memory(config)
-        serve.shutdown()
-        ray.shutdown()
+        shut_down(config)
 
 
 def presenting(client: Any, *tenants: int) -> Any:

@@ -18,7 +18,7 @@ import ray
 from ray import serve
 
 from cluster.config import DeploymentConfig, SchedulingConfig
-from deploy.app_builder import build_app
+from deploy.app_builder import build_app, shut_down
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -44,8 +44,7 @@ def server(tiny_model: Path) -> Iterator[str]:
     )
     serve.run(build_app(config), name="tetriserve", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    shut_down(config)
 
 
 async def _complete_all(base_url: str) -> list[str]:

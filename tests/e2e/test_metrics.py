@@ -14,7 +14,7 @@ import ray
 from ray import serve
 
 from cluster.config import DeploymentConfig
-from deploy.app_builder import build_app
+from deploy.app_builder import build_app, shut_down
 from deploy.prometheus_config import metrics_ports, scrape_config
 from tests.support import free_port
 
@@ -33,8 +33,7 @@ def deployment(tiny_model: Path) -> Iterator[DeploymentConfig]:
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(build_app(config), name="tetriserve", route_prefix="/")
     yield config
-    serve.shutdown()
-    ray.shutdown()
+    shut_down(config)
 
 
 @pytest.fixture(scope="module")
