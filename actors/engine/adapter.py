@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors import cpu_priority
-from actors.engine import core_share
+from actors.engine import core_share, shm_janitor
 from actors.engine.prior_output_penalties import PRIOR_OUTPUT, penalties_args
 from actors.engine.prior_output_penalties import QUALNAME as PRIOR_OUTPUT_PENALTIES
 from actors.engine.vllm_busy_poll import ENV_VAR as BUSY_POLL_ENV
@@ -153,6 +153,7 @@ class EngineAdapter:
         self._adapter_paths = dict(adapters or {})
         self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(self._adapter_paths))}
         cpu_priority.restore_normal()  # before the engine's processes start: they inherit it
+        shm_janitor.watch(os.getpid())
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(config)))
         cpu_priority.yield_to_engines()  # this process only relays to and from them
 
