@@ -87,9 +87,11 @@ class PrefillInstance:
             self.train_predictor(scheduling.length_train_file)
         self.dispatcher = make_dispatcher(scheduling.dispatcher, seed=scheduling.seed)
         self.decode_loads: dict[str, InstanceLoad] = {}
-        # Request id -> (lease id, tenant) of the DecodeTasks sent, for an owner that lets
-        # its request go before reading one (`abort`); and the requests let go before their
-        # handoff. Forgotten leases expire on their memory nodes.
+        # What `abort` gives back for an owner that lets its request go. Request id ->
+        # (the lease being taken, tenant) for requests in this instance whose lease was not
+        # handed over yet; -> (lease id, tenant) of the DecodeTasks sent; and the requests
+        # let go before either. Forgotten leases expire on their memory nodes.
+        self._taking: dict[str, tuple[asyncio.Future, int]] = {}
         self._handed_over: RecentIds[tuple[str, int]] = RecentIds()
         self._aborted: RecentIds[bool] = RecentIds()
 
@@ -118,7 +120,7 @@ class PrefillInstance:
         capability = task.decision.kv_capability
         self.kv.present(tenant, capability)
         leasing = asyncio.ensure_future(asyncio.to_thread(self._lease, request, tenant, prompt))
-        handed_over = False
+        self._taking[request.request_id] = (leasing, tenant)
         try:
             await self._wait_turn(request.request_id, len(prompt))
             try:
@@ -126,7 +128,7 @@ class PrefillInstance:
                 # goes on and takes the lease all the same (then given back below).
                 lease = await asyncio.shield(leasing)
                 if lease.lease_id and not lease_usable(lease.expires_at_unix_s, time.time()):
-                    self._give_back(leasing, tenant)  # it waited too long: its decode recomputes
+                    self._give_back(request.request_id)  # it waited too long: decode recomputes
                     lease = kv_pb2.KVLease(request_id=request.request_id)
                 yield _event(started=scheduling_pb2.PrefillStarted())
                 first = await self._first_step(request, tenant, capability, prompt, lease)
@@ -149,27 +151,35 @@ class PrefillInstance:
             # A lease nobody decodes from goes back here, and so does the lease of a request
             # its owner let go meanwhile.
             if not ends and request.request_id not in self._aborted:
+                self._taking.pop(request.request_id, None)  # the lease goes with the task
                 self._dispatch(decode_task.decision, request, prompt)
                 decode_task.lease.CopyFrom(lease)
                 self._handed_over.remember(request.request_id, (lease.lease_id, tenant))
-                handed_over = True
             yield _event(decode_task=decode_task)
         finally:
-            if not handed_over:
-                self._give_back(leasing, tenant)
+            self._give_back(request.request_id)
 
     def abort(self, request_id: str) -> None:
         """The request's owner let it go before it read its DecodeTask: a lease this instance
-        sent goes back now; one not yet sent goes back instead of being sent."""
+        sent goes back now, and so does one still with this instance, whatever its prefill
+        call is doing (a cancelled call may not end before it is collected); a lease not yet
+        taken goes back instead of being sent."""
         handed = self._handed_over.take(request_id)
-        if handed is None:
-            self._aborted.remember(request_id, True)
-        elif handed[0]:
-            asyncio.get_running_loop().run_in_executor(None, self.release_lease, *handed)
+        if handed is not None:
+            if handed[0]:
+                asyncio.get_running_loop().run_in_executor(None, self.release_lease, *handed)
+            return
+        self._aborted.remember(request_id, True)
+        self._give_back(request_id)
 
-    def _give_back(self, leasing: asyncio.Future, tenant: int) -> None:
-        """The lease of a request that ended here (or was cancelled) goes back as soon as it
-        is granted; nothing that cancels the request can stop that."""
+    def _give_back(self, request_id: str) -> None:
+        """The lease being taken for a request that ended here, or was let go, goes back as
+        soon as it is granted; nothing that cancels the request can stop that. Nothing
+        happens when this instance no longer holds it (handed over, or given back)."""
+        taking = self._taking.pop(request_id, None)
+        if taking is None:
+            return
+        leasing, tenant = taking
 
         def release(done: asyncio.Future) -> None:
             if done.cancelled() or done.exception() is not None:

@@ -316,6 +316,21 @@ def test_a_request_let_go_before_its_handoff_is_not_handed_over() -> None:
     asyncio.run(scenario())
 
 
+def test_a_lease_of_a_stream_left_unread_goes_back_as_soon_as_the_owner_lets_go() -> None:
+    async def scenario() -> None:
+        kv = FakeKVClient()
+        role = _decoding_role(kv)
+        stream = role.prefill(_prefill_task(_request("r", 40, 4)))
+        await anext(stream)  # started: its lease is taken; nobody reads the stream again
+        role.abort("r")
+        await _eventually(lambda: len(kv.leases) == 1 and kv.released == list(kv.leases))
+        await stream.aclose()  # collected at last: nothing goes back twice
+        await asyncio.sleep(0.05)
+        assert kv.released == list(kv.leases)
+
+    asyncio.run(scenario())
+
+
 def test_decode_admission_holds_what_does_not_fit_until_memory_frees() -> None:
     async def scenario() -> None:
         serving = FakeServingEngine(capacity_tokens=100)
