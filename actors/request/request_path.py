@@ -30,6 +30,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError
+from ray.serve._private.constants import SERVE_NAMESPACE
 
 from actors.request.output_text import OutputText, load_tokenizer
 from actors.scheduler.global_scheduler import NoInstanceAvailable, Overloaded
@@ -163,7 +164,9 @@ class DisaggregatedPath:
         deadline = time.monotonic() + PLACE_WAIT_S
         while True:
             try:
-                decision = await self.scheduler.place.remote(run.wire.SerializeToString())
+                decision = await self.scheduler.place.remote(
+                    run.wire.SerializeToString(), _this_actor()
+                )
                 break
             except RayTaskError as exc:
                 if not isinstance(exc.cause, Overloaded):
@@ -307,6 +310,15 @@ class DisaggregatedPath:
                     await self._place(run)
                 case DispatchAgain():
                     await self._dispatch_again(run)
+
+
+def _this_actor() -> str:
+    """The ingress replica this path runs in, as the scheduler finds it ("namespace/name"):
+    the owner of the requests it places. Ray Serve names its replicas in its own namespace.
+    "" outside a named actor."""
+    context = ray.get_runtime_context()
+    name = context.get_actor_name() if context.get_actor_id() is not None else None
+    return f"{SERVE_NAMESPACE}/{name}" if name else ""
 
 
 def _detached(method: Any, *args: Any) -> None:

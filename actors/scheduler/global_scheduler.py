@@ -15,7 +15,9 @@ take the other role (cluster/instance_flip.py decides; the instance confirms). A
 no instance answers for is taken over the same way, flips on or off. An instance
 that did not answer the last round, or that a request's owner reported lost, is
 unreachable: nothing is placed on it, nor dispatched to it, until it answers again. While
-no instance of a role answers, its work goes to those of the other role.
+no instance of a role answers, its work goes to those of the other role. Each second the
+monitor also checks that the owners of the requests in flight (the ingress replicas that
+took them) still run, and ends the requests of an owner that died.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import asyncio
 import logging
 from typing import Any
 
+import ray
 from prometheus_client import REGISTRY
+from ray.exceptions import RayActorError
 
 from actors import cpu_priority, metrics
 from actors.wire import load_from_wire
@@ -41,6 +45,8 @@ STATS_EVERY_ROUNDS = 10
 _OTHER = {Role.PREFILL: Role.DECODE, Role.DECODE: Role.PREFILL}
 # Longest the monitor waits for one instance's answer before it counts it unreachable.
 ANSWER_TIMEOUT_S = 2.0
+# Every this many monitor rounds (1 s), the owners of the requests in flight are checked.
+OWNER_CHECK_ROUNDS = 4
 
 
 class Overloaded(RuntimeError):
@@ -90,6 +96,7 @@ class GlobalScheduler:
         self.loads = {name: InstanceLoad(name) for name in self.instances}
         self.flips: list[tuple[str, str]] = []  # (instance, new role), in order
         self.in_flight: dict[str, str] = {}  # request id -> prefill instance
+        self.owners: dict[str, str] = {}  # request id -> its owner ("namespace/actor name")
         self._ended: RecentIds[bool] = RecentIds()  # ended before their placement arrived
         self.unreachable: set[str] = set()  # until their next load report
         self._lost_this_round: set[str] = set()  # reported lost while a round was under way
@@ -99,7 +106,9 @@ class GlobalScheduler:
         if self._monitor is None:
             self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop())
 
-    async def place(self, request_bytes: bytes) -> bytes:
+    async def place(self, request_bytes: bytes, owner: str = "") -> bytes:
+        """`owner`: the named actor that owns the request ("namespace/name": the ingress
+        replica that took it), whose death ends the request here; "" for none."""
         self._start_monitor()
         request = generate_pb2.GenerateRequest.FromString(request_bytes)
         if self._ended.take(request.request_id):
@@ -114,6 +123,8 @@ class GlobalScheduler:
             raise NoInstanceAvailable("no prefill instance is available")
         self.loads[chosen].queued += 1
         self.in_flight[request.request_id] = chosen
+        if owner:
+            self.owners[request.request_id] = owner
         tenant = tenant_id(self.model_id, parse_model_name(request.model or BASE_MODEL_NAME))
         decision = scheduling_pb2.DispatchDecision(
             request_id=request.request_id,
@@ -158,6 +169,7 @@ class GlobalScheduler:
         if request_id in self.in_flight:
             self.prefilled(request_id)
             del self.in_flight[request_id]
+            self.owners.pop(request_id, None)
         else:
             self._ended.remember(request_id, True)
 
@@ -188,10 +200,23 @@ class GlobalScheduler:
                 metrics.WAITING.labels("global-scheduler").set(len(self.in_flight))
                 if rounds % STATS_EVERY_ROUNDS == 0:
                     await self._publish_infrastructure_stats()
+                if rounds % OWNER_CHECK_ROUNDS == 0:
+                    await self._end_orphans()
             except Exception:
                 log.exception("cluster monitor round failed")
             rounds += 1
             await asyncio.sleep(self.monitor_interval_s)
+
+    async def _end_orphans(self) -> None:
+        """Requests whose owner died (an ingress replica killed mid-flight) end here. Ray
+        cancels their calls on the instances, which give their leases back; nobody is left
+        to report them finished, and they would count against `max_outstanding` for good."""
+        owners = set(self.owners.values())
+        alive = await asyncio.gather(*(_owner_alive(owner) for owner in owners))
+        dead = {owner for owner, answered in zip(owners, alive, strict=True) if not answered}
+        for request_id in [r for r, owner in self.owners.items() if owner in dead]:
+            log.warning("request %s ended: its owner %s died", request_id, self.owners[request_id])
+            self.finished(request_id)
 
     async def _publish_infrastructure_stats(self) -> None:
         polled = {
@@ -257,6 +282,20 @@ class GlobalScheduler:
             flipped.append((name, target.value))
             log.info("instance %s now serves as %s", name, target)
         return flipped
+
+
+async def _owner_alive(owner: str) -> bool:
+    """Whether the named actor `owner` ("namespace/name") still runs; a busy one that does
+    not answer within ANSWER_TIMEOUT_S counts as running."""
+    namespace, _, name = owner.partition("/")
+    try:
+        handle = await asyncio.to_thread(ray.get_actor, name, namespace)
+        await asyncio.wait_for(handle.__ray_ready__.remote(), ANSWER_TIMEOUT_S)
+    except (ValueError, RayActorError):  # no actor of that name is left, or it died
+        return False
+    except TimeoutError:
+        return True
+    return True
 
 
 async def _gather_reports(handles: dict[str, Any]) -> dict[str, bytes]:

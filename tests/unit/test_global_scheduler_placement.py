@@ -1,6 +1,7 @@
 """The global scheduler places nothing on an instance that is gone: one that missed the
 last monitor round, or that a request's owner reported lost, until it answers again. It
-refuses a request once every instance of a role holds as many waiting requests as it may."""
+refuses a request once every instance of a role holds as many waiting requests as it may.
+The requests of an owner that died end."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from actors.scheduler import global_scheduler
 from actors.scheduler.global_scheduler import GlobalScheduler, NoInstanceAvailable, Overloaded
 from actors.wire import load_to_wire
 from cluster.kv_pages import tenant_id
@@ -82,15 +84,31 @@ def _scheduler(
     return scheduler, instances
 
 
-def _place(scheduler: GlobalScheduler, request_id: str) -> str:
+def _place(scheduler: GlobalScheduler, request_id: str, owner: str = "") -> str:
     request = generate_pb2.GenerateRequest(request_id=request_id)
-    decision = asyncio.run(_placed(scheduler, request.SerializeToString()))
+    decision = asyncio.run(_placed(scheduler, request.SerializeToString(), owner))
     return scheduling_pb2.DispatchDecision.FromString(decision).prefill_instance
 
 
-async def _placed(scheduler: GlobalScheduler, request: bytes) -> bytes:
+async def _placed(scheduler: GlobalScheduler, request: bytes, owner: str = "") -> bytes:
     scheduler._monitor = asyncio.get_running_loop().create_future()  # no monitor loop here
-    return await scheduler.place(request)
+    return await scheduler.place(request, owner)
+
+
+def test_the_requests_of_an_owner_that_died_end_and_free_their_places(monkeypatch) -> None:
+    scheduler, _ = _scheduler()
+    for request_id, owner in (("a", "serve/replica-1"), ("b", "serve/replica-2"), ("c", "")):
+        _place(scheduler, request_id, owner)
+
+    async def fake_owner_alive(owner: str) -> bool:
+        return owner != "serve/replica-1"
+
+    monkeypatch.setattr(global_scheduler, "_owner_alive", fake_owner_alive)
+    asyncio.run(scheduler._end_orphans())
+    assert sorted(scheduler.in_flight) == ["b", "c"]
+    assert sum(load.queued for load in scheduler.loads.values()) == 2
+    _place(scheduler, "a", "serve/replica-2")  # ended, not remembered as ended early
+    assert sorted(scheduler.in_flight) == ["a", "b", "c"]
 
 
 def test_an_instance_reported_lost_gets_nothing_until_it_answers_again() -> None:
