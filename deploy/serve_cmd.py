@@ -12,6 +12,7 @@ from deploy.bench_args import positive
 from deploy.local_ray import init_ray
 
 APP_NAME = "tetriserve"
+STOP_CHECK_S = 0.2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -154,17 +155,55 @@ def write_scrape_config(config: DeploymentConfig) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Starts the deployment and serves until Ctrl-C or SIGTERM. Either stops it at any
+    time: the deployment's start (minutes, on a model its engines profile first) runs in a
+    thread, so that a stop asked for meanwhile is not held until it ends; only the Ray
+    cluster's own start (seconds) is waited for."""
     from ray import serve
 
-    from deploy.app_builder import build_app, shut_down
+    from deploy.app_builder import shut_down
     from deploy.grpc_ingress import grpc_options
 
     config = config_from_args(args)
+    stop, deployed = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     init_ray(namespace=APP_NAME, ignore_reinit_error=True)
     serve.start(
         http_options={"host": config.host, "port": config.port},
         grpc_options=grpc_options(config.grpc_port),
     )
+
+    def deploy() -> None:
+        try:
+            _deploy(config)
+        except BaseException as exc:  # reported by the main thread
+            failure.append(exc)
+        finally:
+            deployed.set()
+
+    threading.Thread(target=deploy, name="deploy", daemon=True).start()
+    while not (stop.is_set() or deployed.is_set()):
+        stop.wait(STOP_CHECK_S)
+    if failure:
+        shut_down(config)
+        raise failure[0]
+    if not deployed.is_set():
+        print("tetriserve: stopped while starting; shutting down")
+        shut_down(config)
+        return 130
+    stop.wait()
+    print("tetriserve: shutting down")
+    shut_down(config)
+    return 0
+
+
+def _deploy(config: DeploymentConfig) -> None:
+    from ray import serve
+
+    from deploy.app_builder import build_app
+
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     print(f"tetriserve: OpenAI API on http://{config.host}:{config.port}/v1 (Ctrl-C stops)")
     print(f"tetriserve: gRPC tetriserve.v1.Generation on {config.host}:{config.grpc_port}")
@@ -172,11 +211,3 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"tetriserve: metrics on http://{config.host}:{config.port}/metrics; scrape config {scrape}"
     )
-
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    print("tetriserve: shutting down")
-    shut_down(config)
-    return 0
