@@ -49,7 +49,7 @@ def test_an_engines_shared_memory_goes_once_its_owners_group_is_killed() -> None
     assert owner.stdout is not None
     left = [Path(path) for path in owner.stdout.readline().split()]
     assert len(left) == 2 and all(path.exists() for path in left)
-    time.sleep(shm_janitor.SCAN_EVERY_S + 0.5)  # the janitor has seen the engine
+    time.sleep(2 * shm_janitor.SCAN_EVERY_S + 1)  # the janitor has seen the engine
     os.killpg(owner.pid, signal.SIGKILL)
     owner.wait(timeout=10)
     deadline = time.monotonic() + 3 * shm_janitor.SCAN_EVERY_S + 5
