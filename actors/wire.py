@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from cluster.instance_flip import Role
 from cluster.kv_pages import PageHandle, PageKey
 from cluster.placement import InstanceLoad
 from cluster.request import (
@@ -28,6 +29,11 @@ _FINISH_TO_WIRE = {
     FinishReason.ERROR: generate_pb2.FINISH_REASON_ERROR,
 }
 _FINISH_FROM_WIRE = {wire: reason for reason, wire in _FINISH_TO_WIRE.items()}
+_ROLE_TO_WIRE = {
+    Role.PREFILL: scheduling_pb2.INSTANCE_ROLE_PREFILL,
+    Role.DECODE: scheduling_pb2.INSTANCE_ROLE_DECODE,
+}
+_ROLE_FROM_WIRE = {wire: role for role, wire in _ROLE_TO_WIRE.items()}
 
 
 def sampling_to_wire(spec: SamplingSpec) -> generate_pb2.SamplingParams:
@@ -113,10 +119,10 @@ def delta_from_wire(msg: generate_pb2.GenerateResponse) -> TokenDelta:
     )
 
 
-def load_to_wire(load: InstanceLoad, role: int) -> scheduling_pb2.LoadReport:
+def load_to_wire(load: InstanceLoad, role: Role) -> scheduling_pb2.LoadReport:
     return scheduling_pb2.LoadReport(
         instance_id=load.instance_id,
-        role=role,
+        role=_ROLE_TO_WIRE[role],
         queued_requests=load.queued,
         running_requests=load.running,
         free_kv_tokens=load.free_kv_tokens,
@@ -125,6 +131,11 @@ def load_to_wire(load: InstanceLoad, role: int) -> scheduling_pb2.LoadReport:
         reported_at_unix_s=time.time(),
         predicted_decode_tokens=load.predicted_tokens,
     )
+
+
+def role_from_wire(msg: scheduling_pb2.LoadReport) -> Role | None:
+    """The role the reporting instance serves in; None when the report names none."""
+    return _ROLE_FROM_WIRE.get(msg.role)
 
 
 def load_from_wire(msg: scheduling_pb2.LoadReport) -> InstanceLoad:

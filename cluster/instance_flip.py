@@ -7,7 +7,9 @@ global scheduler routes only to `routable` instances, so a draining one receives
 once its outstanding work reaches zero it is `ready_to_flip`, the scheduler switches it, and
 `flipped` confirms the new role, after which it is routable again under that role.
 
-`take_over` keeps both roles served when instances die: a role none of whose instances
+`reported` takes each instance's own word for its role, so a scheduler started again (with
+the deployment's first roles) routes by the roles instances hold. `take_over` keeps both
+roles served when instances die: a role none of whose instances
 answers (Ray may be starting them again) is taken on by an instance of the other role,
 drained and flipped the same way, as long as another instance keeps that role.
 """
@@ -111,6 +113,18 @@ class FlipController:
                 chosen.state = FlipState.DRAINING
                 return chosen.instance_id
         return None
+
+    def reported(self, instance_id: str, role: Role) -> None:
+        """The instance says it serves as `role`. Where that is not its role here, the
+        instance's word holds: this controller started again with the deployment's first
+        roles (its scheduler was restarted), or the instance did (Ray started it again in
+        the role it was built with), or a flip was made that was never confirmed."""
+        state = self._states.get(instance_id)
+        if state is None or state.role is role:
+            return
+        state.role = role
+        state.state = FlipState.ACTIVE
+        state.idle_rounds = 0
 
     def routable(self, role: Role) -> list[str]:
         """Active instances of `role`, by id; draining ones take no new work."""

@@ -21,12 +21,6 @@ from actors.wire import load_to_wire
 from cluster.config import EngineConfig, SchedulingConfig
 from cluster.instance_flip import Role
 from cluster.kv_pages import PageLayout
-from tetriserve.v1 import scheduling_pb2
-
-_WIRE_ROLES = {
-    Role.PREFILL: scheduling_pb2.INSTANCE_ROLE_PREFILL,
-    Role.DECODE: scheduling_pb2.INSTANCE_ROLE_DECODE,
-}
 
 
 class StillBusy(RuntimeError):
@@ -80,7 +74,7 @@ class ServingInstance:
         role = self.prefill_role if self.role is Role.PREFILL else self.decode_role
         load = role.load()
         load.queued += self._other_role_waiting()
-        return load_to_wire(load, _WIRE_ROLES[self.role]).SerializeToString()
+        return load_to_wire(load, self.role).SerializeToString()
 
     def _other_role_waiting(self) -> int:
         if self.role is Role.PREFILL:

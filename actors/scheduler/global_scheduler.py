@@ -31,7 +31,7 @@ from prometheus_client import REGISTRY
 from ray.exceptions import RayActorError
 
 from actors import cpu_priority, metrics
-from actors.wire import load_from_wire
+from actors.wire import load_from_wire, role_from_wire
 from cluster.instance_flip import FlipController, Role
 from cluster.kv_capability import CapabilityAuthority
 from cluster.kv_pages import tenant_id
@@ -260,9 +260,16 @@ class GlobalScheduler:
         self.flips.extend(flipped)
 
     def _record_loads(self, reports: dict[str, bytes]) -> None:
-        """The reported loads become the scheduler's view of each instance."""
+        """The reported loads become the scheduler's view of each instance, and so do the
+        roles they name: an instance's word for its role holds over this scheduler's (one
+        started again begins from the deployment's first roles)."""
         for name, report in reports.items():
-            load = load_from_wire(scheduling_pb2.LoadReport.FromString(report))
+            message = scheduling_pb2.LoadReport.FromString(report)
+            role = role_from_wire(message)
+            if role is not None and role is not self.roles.role(name):
+                log.warning("instance %s serves as %s: the scheduler follows it", name, role)
+                self.roles.reported(name, role)
+            load = load_from_wire(message)
             if self.roles.role(name) is Role.PREFILL:  # placed but not yet arrived counts too
                 load.queued = max(load.queued, self.loads[name].queued)
             self.loads[name] = load

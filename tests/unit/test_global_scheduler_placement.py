@@ -1,7 +1,7 @@
 """The global scheduler places nothing on an instance that is gone: one that missed the
 last monitor round, or that a request's owner reported lost, until it answers again. It
 refuses a request once every instance of a role holds as many waiting requests as it may.
-The requests of an owner that died end."""
+The requests of an owner that died end, and the roles instances report hold over its own."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from actors.scheduler import global_scheduler
 from actors.scheduler.global_scheduler import GlobalScheduler, NoInstanceAvailable, Overloaded
 from actors.wire import load_to_wire
+from cluster.instance_flip import Role
 from cluster.kv_pages import tenant_id
 from cluster.placement import InstanceLoad
 from tetriserve.v1 import generate_pb2, scheduling_pb2
@@ -41,18 +42,19 @@ class FakeHangingMethod:
 class FakeInstance:
     """A serving instance's handle that reports a load, or fails like a dead actor."""
 
-    def __init__(self, name: str, role: int) -> None:
+    def __init__(self, name: str, role: Role) -> None:
+        self.role = role
         self.dead = False
         self.queued = 0
-        self.load_report = FakeMethod(lambda: self._report(name, role))
+        self.load_report = FakeMethod(lambda: self._report(name))
         self.set_decode_loads = FakeMethod(lambda reports: None)
         self.roles_set: list[str] = []
         self.set_role = FakeMethod(self.roles_set.append)
 
-    def _report(self, name: str, role: int) -> bytes:
+    def _report(self, name: str) -> bytes:
         if self.dead:
             raise RuntimeError("the actor died")
-        return load_to_wire(InstanceLoad(name, queued=self.queued), role).SerializeToString()
+        return load_to_wire(InstanceLoad(name, queued=self.queued), self.role).SerializeToString()
 
     def restarting(self) -> None:
         self.load_report = self.set_decode_loads = FakeHangingMethod()
@@ -69,11 +71,7 @@ FOUR_INSTANCES = {
 def _scheduler(
     roles: dict[str, str] = FOUR_INSTANCES,
 ) -> tuple[GlobalScheduler, dict[str, FakeInstance]]:
-    wire_role = {
-        "prefill": scheduling_pb2.INSTANCE_ROLE_PREFILL,
-        "decode": scheduling_pb2.INSTANCE_ROLE_DECODE,
-    }
-    instances = {name: FakeInstance(name, wire_role[role]) for name, role in roles.items()}
+    instances = {name: FakeInstance(name, Role(role)) for name, role in roles.items()}
     scheduler = GlobalScheduler(
         instances,
         roles,
@@ -244,3 +242,11 @@ def test_a_request_that_ended_before_its_placement_arrived_is_not_placed() -> No
         _place(scheduler, "gone")
     assert scheduler.stats()["in_flight"] == 0
     assert _place(scheduler, "gone") == "prefill-0"  # an id is only forgotten once
+
+
+def test_a_scheduler_started_again_follows_the_roles_instances_report() -> None:
+    scheduler, instances = _scheduler()  # started with the deployment's first roles
+    instances["prefill-1"].role = Role.DECODE  # flipped before the scheduler restarted
+    asyncio.run(scheduler._collect_and_broadcast())
+    assert scheduler.roles.routable(Role.DECODE) == ["decode-0", "decode-1", "prefill-1"]
+    assert [_place(scheduler, r) for r in ("a", "b")] == ["prefill-0", "prefill-0"]

@@ -154,3 +154,15 @@ def test_the_least_busy_instance_takes_over() -> None:
     flips = FlipController({"p0": P, "d0": D, "d1": D}, idle_rounds=None)
     flips.observe(loads(d0=4, d1=1))
     assert flips.take_over({"d0", "d1"}) == "d1"
+
+
+def test_an_instances_own_word_for_its_role_holds() -> None:
+    # A controller started again, with the first roles; p0 had flipped to decode meanwhile.
+    flips = FlipController({"p0": Role.PREFILL, "p1": Role.PREFILL, "d0": Role.DECODE})
+    flips.request_flip("p1")
+    flips.reported("p0", Role.DECODE)
+    flips.reported("d0", Role.DECODE)  # agrees: nothing changes
+    flips.reported("unknown", Role.DECODE)
+    assert flips.routable(Role.DECODE) == ["d0", "p0"]
+    assert flips.routable(Role.PREFILL) == []
+    assert flips.state("p1") is FlipState.DRAINING  # a drain under way goes on
