@@ -23,13 +23,14 @@ delta with `finish_reason=ERROR` and `error` set, or as `Overloaded` before anyt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 from ray.serve._private.constants import SERVE_NAMESPACE
 
 from actors.request.output_text import OutputText, load_tokenizer
@@ -73,8 +74,21 @@ def _reason(exc: Exception) -> str:
 
 
 async def _messages(call: Any) -> AsyncIterator[bytes]:
-    async for ref in call:
-        yield await ref
+    with _cancelled_with_the_request():
+        async for ref in call:
+            yield await ref
+
+
+@contextlib.contextmanager
+def _cancelled_with_the_request() -> Iterator[None]:
+    """When the client goes away, Ray Serve cancels the request's task, and Ray cancels the
+    calls that task made with it. Their TaskCancelledError is this request being cancelled
+    (asyncio.CancelledError, and the owner lets go of it), not an instance dying, which
+    would have it placed or dispatched again and its lease left to expire."""
+    try:
+        yield
+    except TaskCancelledError as exc:
+        raise asyncio.CancelledError from exc
 
 
 class ColocatedPath:
@@ -164,9 +178,10 @@ class DisaggregatedPath:
         deadline = time.monotonic() + PLACE_WAIT_S
         while True:
             try:
-                decision = await self.scheduler.place.remote(
-                    run.wire.SerializeToString(), _this_actor()
-                )
+                with _cancelled_with_the_request():
+                    decision = await self.scheduler.place.remote(
+                        run.wire.SerializeToString(), _this_actor()
+                    )
                 break
             except RayTaskError as exc:
                 if not isinstance(exc.cause, Overloaded):
