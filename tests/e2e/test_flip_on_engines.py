@@ -3,7 +3,9 @@ without reloading its model, and no request is lost or changed on the way.
 
 Two instances start in the prefill role and one in the decode role. An operator flip of
 `prefill-1` is asked while requests are in flight: every request still gets its reference
-text, the scheduler confirms the flip, and afterwards the flipped instance decodes.
+text, the scheduler confirms the flip, and afterwards the flipped instance decodes. A
+scheduler killed after the flip comes back with the deployment's first roles and follows
+the roles the instances report.
 """
 
 from __future__ import annotations
@@ -98,3 +100,30 @@ def test_flip_loses_nothing_and_the_flipped_instance_decodes(server: str) -> Non
 
     assert asyncio.run(_complete_all(server)) == references
     assert ray.get(flipped.stats.remote())["requests"] > decodes_before
+
+
+def test_a_scheduler_started_again_follows_the_flipped_roles(server: str) -> None:
+    references = asyncio.run(_complete_all(server))
+    flipped = ray.get_actor("prefill-1", namespace=NAMESPACE)
+    scheduler = ray.get_actor("global-scheduler", namespace=NAMESPACE)
+    if ray.get(flipped.stats.remote())["role"] == "prefill":  # run alone: flip it first
+        ray.get(scheduler.request_flip.remote("prefill-1"))
+        _wait_for_flip(scheduler)
+    ray.kill(scheduler, no_restart=False)
+    flipped_roles = {"prefill-0": "prefill", "prefill-1": "decode", "decode-0": "decode"}
+
+    async def roles_followed() -> dict:
+        scheduler = ray.get_actor("global-scheduler", namespace=NAMESPACE)
+        for _ in range(100):
+            try:
+                roles = (await scheduler.stats.remote())["roles"]
+            except ray.exceptions.RayActorError:  # still starting again
+                roles = {}
+            if roles == flipped_roles:
+                return roles
+            await asyncio.sleep(0.2)
+        return roles
+
+    assert asyncio.run(_complete_all(server)) == references  # places, and starts the monitor
+    assert asyncio.run(roles_followed()) == flipped_roles
+    assert asyncio.run(_complete_all(server)) == references
