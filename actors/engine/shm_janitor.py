@@ -20,6 +20,7 @@ descendants are gone, it unlinks those files and exits. It touches nothing else 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -34,20 +35,24 @@ SCAN_EVERY_S = 2.0
 CHECK_EVERY_S = 0.2
 ENGINES_EXIT_WITHIN_S = 30.0
 _watched: set[int] = set()
+log = logging.getLogger(__name__)
 
 
 def watch(owner_pid: int) -> None:
-    """Starts the janitor for the engines of `owner_pid` (once per owner)."""
+    """Starts the janitor for the engines of `owner_pid` (once per owner). One that cannot
+    start is logged, and the engine runs all the same."""
     if owner_pid in _watched or not SHARED_MEMORY.is_dir():
         return
     _watched.add(owner_pid)
-    subprocess.run(
+    started = subprocess.run(
         [sys.executable, __file__, "--detach", str(owner_pid)],  # stdlib and psutil only
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    if started.returncode != 0:
+        log.warning("no janitor for the engine's shared memory: %s", started.stderr.strip())
 
 
 def _detach(owner_pid: int) -> None:
