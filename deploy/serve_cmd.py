@@ -184,19 +184,19 @@ def run(args: argparse.Namespace) -> int:
             deployed.set()
 
     threading.Thread(target=deploy, name="deploy", daemon=True).start()
-    while not (stop.is_set() or deployed.is_set()):
-        stop.wait(STOP_CHECK_S)
-    if failure:
+    try:
+        while not (stop.is_set() or deployed.is_set()):
+            stop.wait(STOP_CHECK_S)
+        if failure:
+            raise failure[0]
+        if not deployed.is_set():
+            print("tetriserve: stopped while starting; shutting down")
+            return 130
+        stop.wait()
+        print("tetriserve: shutting down")
+        return 0
+    finally:
         shut_down(config)
-        raise failure[0]
-    if not deployed.is_set():
-        print("tetriserve: stopped while starting; shutting down")
-        shut_down(config)
-        return 130
-    stop.wait()
-    print("tetriserve: shutting down")
-    shut_down(config)
-    return 0
 
 
 def _deploy(config: DeploymentConfig) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 
 SHARED_MEMORY = Path("/dev/shm")
+ENGINE_QUEUES = f"{SHARED_MEMORY}/psm_"  # multiprocessing.shared_memory's names, as vLLM's
 SCAN_EVERY_S = 2.0
 CHECK_EVERY_S = 0.2
 ENGINES_EXIT_WITHIN_S = 30.0
@@ -72,7 +73,7 @@ def engine_files(processes: Iterable[psutil.Process]) -> set[Path]:
         with contextlib.suppress(psutil.Error, OSError):
             for line in Path(f"/proc/{process.pid}/maps").read_text().splitlines():
                 fields = line.split()
-                if len(fields) >= 6 and fields[5].startswith(f"{SHARED_MEMORY}/psm_"):
+                if len(fields) >= 6 and fields[5].startswith(ENGINE_QUEUES):
                     found.add(Path(fields[5]))
             found.update(SHARED_MEMORY.glob(f"sem.loky-{process.pid}-*"))
     return found

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -327,10 +328,11 @@ class DisaggregatedPath:
                     await self._dispatch_again(run)
 
 
+@functools.cache
 def _this_actor() -> str:
     """The ingress replica this path runs in, as the scheduler finds it ("namespace/name"):
     the owner of the requests it places. Ray Serve names its replicas in its own namespace.
-    "" outside a named actor."""
+    "" outside a named actor. Asked once per process, not once per request."""
     context = ray.get_runtime_context()
     name = context.get_actor_name() if context.get_actor_id() is not None else None
     return f"{SERVE_NAMESPACE}/{name}" if name else ""

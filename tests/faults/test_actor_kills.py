@@ -15,7 +15,6 @@ text: a prefill instance, a decode instance, the switch and a memory node.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import ray
 
 from cluster.config import DeploymentConfig
 from tests.faults.cluster_counts import NAMESPACE, back_to, cluster_counts
-from tests.faults.greedy import greedy_text
+from tests.faults.greedy import greedy_stream, greedy_text
 from tests.support import serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -52,24 +51,6 @@ def _prompt(seed: int) -> str:
 
 def _complete(server: str, model: str, seed: int, max_tokens: int = 64) -> str:
     return greedy_text(server, _prompt(seed), max_tokens, model)
-
-
-def _streamed(server: str, seed: int, max_tokens: int = 64) -> str | None:
-    """`_complete`'s text for base, streamed; None when the stream was cut off."""
-    body = {"model": "base", "prompt": _prompt(seed), "max_tokens": max_tokens}
-    body |= {"temperature": 0, "ignore_eos": True, "stream": True}
-    pieces = []
-    try:
-        with httpx.stream("POST", f"{server}/v1/completions", json=body, timeout=60) as response:
-            assert response.status_code == 200
-            for line in response.iter_lines():
-                if line.startswith("data: {"):
-                    pieces.append(json.loads(line.removeprefix("data: "))["choices"][0]["text"])
-                if line == "data: [DONE]":
-                    return "".join(pieces)
-    except (httpx.RemoteProtocolError, httpx.ReadError):
-        return None
-    return None
 
 
 def _kill(name: str) -> None:
@@ -110,7 +91,7 @@ def test_a_killed_ingress_replica_leaves_nothing_behind(server: str) -> None:
     unfaulted = [_complete(server, "base", seed, 200) for seed in range(8)]
     short = _complete(server, "base", 0, 16)
     with ThreadPoolExecutor(8) as pool:
-        streams = [pool.submit(_streamed, server, seed, 200) for seed in range(8)]
+        streams = [pool.submit(greedy_stream, server, _prompt(seed), 200) for seed in range(8)]
         time.sleep(1.0)  # placed, and decoding
         ray.kill(_ingress_replica(), no_restart=False)
         killed = time.monotonic()
