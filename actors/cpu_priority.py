@@ -19,8 +19,9 @@ interleaved pairs): mean end-to-end latency 23.4 and 23.8 s with every process a
 one's own nice value needs no privilege.
 
 Engines that share cores (actors/engine/core_share.py) keep to this order: the prefill
-engine at normal priority, the decode engine's threads on its own core at idle priority,
-below everything else, and on the prefill's core only at steps the prefill engine is idle.
+engine at normal priority; the decode engine's threads on its own core at idle priority,
+below everything else, while the prefill engine is busy, and at normal priority while it is
+idle; and the decode on the prefill's core only while the prefill engine is idle.
 """
 
 from __future__ import annotations
@@ -50,22 +51,35 @@ def yield_to_engines() -> None:
         _move_threads(SERVING_PATH_NICE, lower=False)
 
 
-def idle_on_cores(cores: list[int]) -> int:
-    """Idle priority (SCHED_IDLE) for every thread of this process bound to `cores` (a
-    yielding engine's own cores, actors/engine/core_share.py): any thread at normal priority
-    that wants such a core takes it at once. Threads started later by these inherit it.
-    Returns how many threads moved; lowering one's own priority needs no privilege."""
+def threads_on_cores(cores: list[int]) -> list[int]:
+    """The ids of this process's threads bound to `cores` (a yielding engine's own cores,
+    actors/engine/core_share.py)."""
     bound = set(cores)
-    moved = 0
+    ids: list[int] = []
 
-    def idle(thread_id: int) -> None:
-        nonlocal moved
+    def collect(thread_id: int) -> None:
         if os.sched_getaffinity(thread_id) <= bound:
-            os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
-            moved += 1
+            ids.append(thread_id)
 
-    _for_each_thread(idle)
-    return moved
+    _for_each_thread(collect)
+    return ids
+
+
+def set_idle(thread_ids: list[int], idle: bool) -> bool:
+    """Idle priority (SCHED_IDLE: any thread at normal priority that wants the core takes it
+    at once) or normal priority for these threads; threads they start later inherit it.
+    Lowering one's priority needs no privilege; going back to normal from idle needs
+    CAP_SYS_NICE (root has it): False when the OS refused."""
+    policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+    allowed = True
+    for thread_id in thread_ids:
+        try:
+            os.sched_setscheduler(thread_id, policy, os.sched_param(0))
+        except PermissionError:
+            allowed = False
+        except ProcessLookupError:  # the thread ended meanwhile
+            pass
+    return allowed
 
 
 def _move_threads(nice: int, lower: bool) -> bool:

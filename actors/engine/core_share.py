@@ -3,10 +3,14 @@
 On a machine with few cores, the default deployment gives the prefill engine and the decode
 engine a core each, and each engine also runs on its partner's core. The prefill engine
 *leads*: it runs every step on both cores, at normal priority, and a decode must never delay
-it (that interference is what disaggregation removes). The decode engine *yields*: the
-threads on its own core run at idle priority (SCHED_IDLE), so the prefill's threads take
-that core the moment they have work and hand it back the moment they wait; and it runs on
-the prefill's core only while the prefill engine is idle. So that a backlog of prompts
+it (that interference is what disaggregation removes). The decode engine *yields*: while
+the prefill engine is busy, the threads on the decode's own core run at idle priority
+(SCHED_IDLE), so the prefill's threads take that core the moment they have work and hand it
+back the moment they wait; while the prefill engine is idle, they run at normal priority,
+so that the relays of the serving path (at nice 10, actors/cpu_priority.py) do not hold up
+the decode's steps (`HomeThreads`; going back to normal priority needs CAP_SYS_NICE, and
+without it they stay at idle priority). The decode runs on the prefill's core only while the
+prefill engine is idle. So that a backlog of prompts
 cannot starve the decodes, the prefill runs on the decode's core for at most a share of any
 second (`LeadBudget`; its other steps run on its own core). A decode step of a small model is
 a pass over all its weights, so one engine on both cores makes far more tokens per second
@@ -67,6 +71,7 @@ LEAD_WINDOW_S = 1.0
 _SLOT = struct.Struct("d")
 SHARED_MEMORY = Path("/dev/shm")
 _PATCHED_FLAG = "_tetriserve_core_share"
+_step_clock = time.perf_counter  # what a step's seconds are read from (WidthChoice)
 
 
 def board_path() -> Path:
@@ -169,6 +174,59 @@ class LeadBudget:
     def spent(self, begin: float, end: float) -> None:
         if self.share < 1.0:
             self._steps.append((begin, end))
+
+
+class WidthChoice:
+    """Whether borrowing pays, per step size: a yielding engine runs on its partner's idle
+    cores only for step sizes where wide steps have been faster than narrow ones.
+
+    A second core does not always make a step faster: the tiny model's one-token decode
+    step took 5.0 ms on two cores against 3.4 ms on one (its kernels are too short to repay
+    waking a second thread), while the small model's 32-sequence step is far faster wide.
+    So each step size (its scheduled tokens, by powers of two) keeps a moving average of
+    the seconds its clean steps took at each width: steps that ran at one width throughout,
+    with the partner idle at their start and end, so that neither a narrowing mid-step nor
+    a busy partner colours the figure. A size runs wide until it has `MIN_STEPS` wide
+    steps, then narrow until it has as many narrow ones; after that it runs at the faster
+    width, and every `RECHECK_EVERY` steps once at the other, so that the figures follow
+    the engine as its batches change."""
+
+    MIN_STEPS = 4
+    RECHECK_EVERY = 64
+    SMOOTHING = 0.2  # weight of the newest step in the moving average
+
+    def __init__(self) -> None:
+        # size → [wide seconds, narrow seconds] (None until seen), [wide steps, narrow steps]
+        self._seconds: dict[int, list[float | None]] = {}
+        self._steps: dict[int, list[int]] = {}
+
+    @staticmethod
+    def size(tokens: int) -> int:
+        return max(tokens, 1).bit_length()
+
+    def wide(self, tokens: int) -> bool:
+        """Whether a step of `tokens` with every borrowed core idle should use them."""
+        size = self.size(tokens)
+        wide_steps, narrow_steps = self._steps.get(size, (0, 0))
+        if wide_steps < self.MIN_STEPS:
+            return True
+        if narrow_steps < self.MIN_STEPS:
+            return False
+        wide_s, narrow_s = self._seconds[size]
+        assert wide_s is not None and narrow_s is not None
+        faster_is_wide = wide_s <= narrow_s
+        recheck = (wide_steps + narrow_steps) % self.RECHECK_EVERY == 0
+        return faster_is_wide != recheck
+
+    def ran(self, tokens: int, wide: bool, seconds: float) -> None:
+        """A clean step of `tokens` took `seconds` at one width throughout."""
+        size = self.size(tokens)
+        averages = self._seconds.setdefault(size, [None, None])
+        counts = self._steps.setdefault(size, [0, 0])
+        slot = 0 if wide else 1
+        last = averages[slot]
+        averages[slot] = seconds if last is None else last + self.SMOOTHING * (seconds - last)
+        counts[slot] += 1
 
 
 class CoreShare:
@@ -293,6 +351,25 @@ def _placing_threads(original):
     return configure_omp_envs
 
 
+class HomeThreads:
+    """A yielding engine's threads on its home cores: at idle priority while a partner
+    engine is busy, at normal priority otherwise. Asked at each step's start and after each
+    attention layer, it changes their policy only when the partner's state changed. Where
+    the OS refuses the way back to normal priority, they stay at idle priority."""
+
+    def __init__(self, thread_ids: list[int]) -> None:
+        self.thread_ids = thread_ids
+        self.idle: bool | None = None
+        self.may_return = True
+
+    def follow(self, partner_busy: bool) -> None:
+        if partner_busy == self.idle or (self.idle and not self.may_return):
+            return
+        if not cpu_priority.set_idle(self.thread_ids, partner_busy):
+            self.may_return = False  # refused on the way back: they stayed idle
+        self.idle = partner_busy or not self.may_return
+
+
 class _WorkerThreads:
     """The worker's OpenMP thread count, set only when it changes; the width its step began
     with (attention runs at it); while `held`, the whole step runs at that width (its GEMM
@@ -305,12 +382,21 @@ class _WorkerThreads:
         self._set_num_threads = set_num_threads
         self.count = 0
         self.step_width = 0
+        self.cap = 0  # the most threads this step may use
         self.held = False
+        self.changed = False  # the count changed since the step began
+
+    def begin(self, width: int, cap: int, held: bool) -> None:
+        self.step_width, self.cap, self.held = width, cap, held
+        self.use(width)
+        self.changed = False
 
     def use(self, threads: int) -> None:
+        threads = min(threads, self.cap)
         if threads != self.count:
             self._set_num_threads(threads)
             self.count = threads
+            self.changed = True
 
 
 def _attention_layers(worker: object) -> list:
@@ -331,39 +417,54 @@ def _counting_threads(original):
     prefill's wake-up, and a core its partner leaves mid-step would otherwise idle to the
     step's end, while a partner that wakes mid-step would share its core with this step's
     thread. Attention itself runs at the step's starting width, which its metadata (built
-    once per step) was partitioned for; the GEMMs between run at the width of the moment."""
+    once per step) was partitioned for; the GEMMs between run at the width of the moment.
+    It borrows only for step sizes where borrowing has paid (`WidthChoice`)."""
     share = from_environment()
     wide = WideShapes()
+    choice = WidthChoice()
     threads = _WorkerThreads()
+    home_threads = HomeThreads([])
 
     def before_attention(module, args) -> None:
         threads.use(threads.step_width)
 
     def after_attention(module, args, output) -> None:
+        allowed = share.threads_allowed()
+        home_threads.follow(partner_busy=allowed < share.width)
         if not threads.held:
-            threads.use(share.threads_allowed())
+            threads.use(allowed)
 
     @functools.wraps(original)
     def execute_model(self, scheduler_output, *args, **kwargs):
         if share is None or scheduler_output.total_num_scheduled_tokens == 0:
             return original(self, scheduler_output, *args, **kwargs)
         if not threads.count and not share.leads:  # the first forward pass
-            cpu_priority.idle_on_cores(share.home)  # its OpenMP threads exist by now
+            # its OpenMP threads exist by now
+            home_threads.thread_ids = cpu_priority.threads_on_cores(share.home)
             for attention in _attention_layers(self):
                 attention.register_forward_pre_hook(before_attention)
                 attention.register_forward_hook(after_attention)
         count = share.step_starts()
-        shapes = (
-            scheduler_output.total_num_scheduled_tokens,
-            len(scheduler_output.num_scheduled_tokens),
+        tokens = scheduler_output.total_num_scheduled_tokens
+        partner_idle = count == share.width
+        if not share.leads:
+            home_threads.follow(partner_busy=not partner_idle)
+        held = wide.first_seen((tokens, len(scheduler_output.num_scheduled_tokens)))
+        borrows = share.leads or held or choice.wide(tokens)
+        threads.begin(
+            width=share.width if held else count,
+            cap=share.width if borrows else len(share.home),
+            held=held,
         )
-        threads.held = wide.first_seen(shapes)
-        threads.step_width = share.width if threads.held else count
-        threads.use(threads.step_width)
+        started = _step_clock()
         try:
             return original(self, scheduler_output, *args, **kwargs)
         finally:
+            seconds = _step_clock() - started
             share.step_ends()
+            clean = partner_idle and not held and not threads.changed
+            if clean and not share.leads and share.threads_allowed() == share.width:
+                choice.ran(tokens, wide=threads.count > len(share.home), seconds=seconds)
 
     setattr(execute_model, _PATCHED_FLAG, True)
     return execute_model

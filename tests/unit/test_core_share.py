@@ -1,13 +1,16 @@
 """Core sharing between partner engines: the board's slots, the thread count each step runs
 with (every core for the leading engine), the OpenMP placement that makes fewer threads
-leave the borrowed cores, idle priority on the yielding engine's own cores, and the
+leave the borrowed cores, idle priority on the yielding engine's own cores while its
+partner is busy, and the
 variables the engine adapter hands to an engine's processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ from actors.engine.adapter import engine_args
 from actors.engine.core_share import (
     CoreBoard,
     CoreShare,
+    HomeThreads,
     WideShapes,
+    WidthChoice,
     omp_environment,
     parse_cores,
 )
@@ -83,8 +88,9 @@ def test_a_share_of_one_never_holds_a_leading_engine_back(board: CoreBoard) -> N
         prefill.step_ends()
 
 
-def test_threads_bound_to_the_home_cores_run_at_idle_priority() -> None:
-    core = min(os.sched_getaffinity(0))
+@contextlib.contextmanager
+def thread_on_core(core: int) -> Iterator[int]:
+    """A thread bound to `core` alone, alive for the block; yields its id."""
     bound, done = threading.Event(), threading.Event()
     ids: list[int] = []
 
@@ -98,13 +104,33 @@ def test_threads_bound_to_the_home_cores_run_at_idle_priority() -> None:
     thread.start()
     try:
         assert bound.wait(10)
-        assert cpu_priority.idle_on_cores([core]) >= 1
-        assert os.sched_getscheduler(ids[0]) == os.SCHED_IDLE
-        if len(os.sched_getaffinity(0)) > 1:  # this thread may run anywhere: left alone
-            assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+        yield ids[0]
     finally:
         done.set()
         thread.join()
+
+
+def test_only_the_threads_bound_to_the_home_cores_are_found() -> None:
+    core = min(os.sched_getaffinity(0))
+    with thread_on_core(core) as home:
+        found = cpu_priority.threads_on_cores([core])
+        assert home in found
+        if len(os.sched_getaffinity(0)) > 1:  # this thread may run anywhere: left alone
+            assert threading.get_native_id() not in found
+
+
+def test_home_threads_are_idle_while_the_partner_is_busy_and_normal_after() -> None:
+    core = min(os.sched_getaffinity(0))
+    with thread_on_core(core) as home:
+        threads = HomeThreads([home])
+        threads.follow(partner_busy=True)
+        assert os.sched_getscheduler(home) == os.SCHED_IDLE
+        threads.follow(partner_busy=False)
+        if threads.may_return:  # CAP_SYS_NICE: back to normal priority
+            assert os.sched_getscheduler(home) == os.SCHED_OTHER
+        else:  # refused: it stays at idle priority, as it would have without the way back
+            assert os.sched_getscheduler(home) == os.SCHED_IDLE
+            assert threads.idle
 
 
 def test_a_fresh_board_has_every_core_idle(board: CoreBoard) -> None:
@@ -307,6 +333,59 @@ def test_a_leading_engines_plugin_runs_wide(plugin, monkeypatch: pytest.MonkeyPa
     leading = core_share._counting_threads(lambda self, output: "output")
     assert leading(object(), FakeSchedulerOutput(tokens=8)) == "output"
     assert torch.get_num_threads() == 2
+
+
+def widths_chosen(choice: WidthChoice, tokens: int, steps: int, seconds) -> list[bool]:
+    """Runs `steps` clean steps of `tokens`; `seconds(wide)` says how long each took."""
+    chosen = []
+    for _ in range(steps):
+        wide = choice.wide(tokens)
+        choice.ran(tokens, wide, seconds(wide))
+        chosen.append(wide)
+    return chosen
+
+
+def test_a_step_size_tries_both_widths_then_keeps_to_the_faster() -> None:
+    choice = WidthChoice()
+    first = WidthChoice.MIN_STEPS
+    chosen = widths_chosen(choice, 1, 2 * first + 10, lambda wide: 0.005 if wide else 0.0034)
+    assert chosen[:first] == [True] * first  # wide first, as before any figure
+    assert chosen[first : 2 * first] == [False] * first
+    assert chosen[2 * first :] == [False] * 10  # narrow was faster
+    # a step size where wide pays keeps borrowing
+    chosen = widths_chosen(choice, 32, 2 * first + 10, lambda wide: 0.07 if wide else 0.2)
+    assert chosen[2 * first :] == [True] * 10
+
+
+def test_the_slower_width_is_tried_again_now_and_then_and_can_win_back() -> None:
+    choice = WidthChoice()
+    period = WidthChoice.RECHECK_EVERY
+    chosen = widths_chosen(choice, 8, 3 * period, lambda wide: 0.005 if wide else 0.004)
+    # wide for its first steps, then once per period after the first (steps 64 and 128)
+    assert chosen.count(True) == WidthChoice.MIN_STEPS + 2
+    # the engine's batches change: wide steps are now the faster, and the rechecks see it
+    chosen = widths_chosen(choice, 8, 10 * period, lambda wide: 0.002 if wide else 0.004)
+    assert chosen[-period:].count(False) == 1  # wide again, narrow once per period
+
+
+def test_a_yielding_engine_stops_borrowing_where_wide_steps_were_slower(
+    plugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(now=0.0)
+    monkeypatch.setattr(core_share, "_step_clock", clock)
+    widths: list[int] = []
+
+    def forward_pass(self, scheduler_output) -> str:
+        widths.append(torch.get_num_threads())
+        clock.now += 0.005 if torch.get_num_threads() == 2 else 0.0034  # a tiny model's step
+        return "output"
+
+    step = core_share._counting_threads(forward_pass)
+    first = WidthChoice.MIN_STEPS
+    for _ in range(1 + 2 * first + 5):
+        step(object(), FakeSchedulerOutput(tokens=1))
+    # a new batch size builds its kernels wide, then wide and narrow are timed, then narrow
+    assert widths == [2] + [2] * first + [1] * first + [1] * 5
 
 
 def test_a_batch_size_runs_wide_until_it_is_among_the_kernels_the_cache_keeps() -> None:
