@@ -177,16 +177,18 @@ class LeadBudget:
 
 
 class WidthChoice:
-    """Whether borrowing pays, per step size: a yielding engine runs on its partner's idle
-    cores only for step sizes where wide steps have been faster than narrow ones.
+    """Whether borrowing pays, per step size: an engine runs on its partner's cores (a
+    yielding engine: while they are idle; a leading one: within its share) only for step
+    sizes where wide steps have been faster than narrow ones.
 
     A second core does not always make a step faster: the tiny model's one-token decode
     step took 5.0 ms on two cores against 3.4 ms on one (its kernels are too short to repay
     waking a second thread), while the small model's 32-sequence step is far faster wide.
     So each step size (its scheduled tokens, by powers of two) keeps a moving average of
     the seconds its clean steps took at each width: steps that ran at one width throughout,
-    with the partner idle at their start and end, so that neither a narrowing mid-step nor
-    a busy partner colours the figure. A size runs wide until it has `MIN_STEPS` wide
+    and could have run wide (a yielding engine's partner idle at their start and end, a
+    leading engine within its share), so that neither a narrowing mid-step nor a busy
+    partner colours the figure. A size runs wide until it has `MIN_STEPS` wide
     steps, then narrow until it has as many narrow ones; after that it runs at the faster
     width, and every `RECHECK_EVERY` steps once at the other, so that the figures follow
     the engine as its batches change."""
@@ -266,6 +268,11 @@ class CoreShare:
             self._wide_since = now if self._lead_budget.allows(now) else None
             return self.width if self._wide_since is not None else len(self.home)
         return self.threads_allowed(now)
+
+    def stays_home(self) -> None:
+        """This step keeps to the home cores after all: a leading engine's share is not
+        charged for it."""
+        self._wide_since = None
 
     def threads_allowed(self, now: float | None = None) -> int:
         """A yielding engine's threads now: one per home core, plus one per borrowed core in
@@ -418,7 +425,7 @@ def _counting_threads(original):
     step's end, while a partner that wakes mid-step would share its core with this step's
     thread. Attention itself runs at the step's starting width, which its metadata (built
     once per step) was partitioned for; the GEMMs between run at the width of the moment.
-    It borrows only for step sizes where borrowing has paid (`WidthChoice`)."""
+    Either side borrows only for step sizes where borrowing has paid (`WidthChoice`)."""
     share = from_environment()
     wide = WideShapes()
     choice = WidthChoice()
@@ -446,11 +453,14 @@ def _counting_threads(original):
                 attention.register_forward_hook(after_attention)
         count = share.step_starts()
         tokens = scheduler_output.total_num_scheduled_tokens
-        partner_idle = count == share.width
+        # yielding: the partner is idle; leading: the step is within its share
+        may_widen = count == share.width
         if not share.leads:
-            home_threads.follow(partner_busy=not partner_idle)
+            home_threads.follow(partner_busy=not may_widen)
         held = wide.first_seen((tokens, len(scheduler_output.num_scheduled_tokens)))
-        borrows = share.leads or held or choice.wide(tokens)
+        borrows = held or choice.wide(tokens)
+        if not borrows:
+            share.stays_home()
         threads.begin(
             width=share.width if held else count,
             cap=share.width if borrows else len(share.home),
@@ -462,8 +472,8 @@ def _counting_threads(original):
         finally:
             seconds = _step_clock() - started
             share.step_ends()
-            clean = partner_idle and not held and not threads.changed
-            if clean and not share.leads and share.threads_allowed() == share.width:
+            clean = may_widen and not held and not threads.changed
+            if clean and (share.leads or share.threads_allowed() == share.width):
                 choice.ran(tokens, wide=threads.count > len(share.home), seconds=seconds)
 
     setattr(execute_model, _PATCHED_FLAG, True)

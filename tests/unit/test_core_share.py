@@ -368,9 +368,12 @@ def test_the_slower_width_is_tried_again_now_and_then_and_can_win_back() -> None
     assert chosen[-period:].count(False) == 1  # wide again, narrow once per period
 
 
-def test_a_yielding_engine_stops_borrowing_where_wide_steps_were_slower(
-    plugin, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("leads", [False, True])
+def test_an_engine_stops_borrowing_where_wide_steps_were_slower(
+    plugin, monkeypatch: pytest.MonkeyPatch, leads: bool
 ) -> None:
+    if leads:
+        monkeypatch.setenv(core_share.LEADS_ENV, "1")
     clock = FakeClock(now=0.0)
     monkeypatch.setattr(core_share, "_step_clock", clock)
     widths: list[int] = []
@@ -386,6 +389,21 @@ def test_a_yielding_engine_stops_borrowing_where_wide_steps_were_slower(
         step(object(), FakeSchedulerOutput(tokens=1))
     # a new batch size builds its kernels wide, then wide and narrow are timed, then narrow
     assert widths == [2] + [2] * first + [1] * first + [1] * 5
+
+
+def test_a_leading_engines_share_is_not_charged_for_a_step_it_keeps_home(
+    board: CoreBoard,
+) -> None:
+    clock = FakeClock(now=100.0)
+    prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True, lead_share=0.5)
+    assert prefill.step_starts() == 2
+    prefill.stays_home()
+    clock.now += 0.9
+    prefill.step_ends()
+    assert prefill.step_starts() == 2  # nothing spent: still within its share
+    clock.now += 0.9
+    prefill.step_ends()
+    assert prefill.step_starts() == 1  # 0.9 s of the last second on its partner's core
 
 
 def test_a_batch_size_runs_wide_until_it_is_among_the_kernels_the_cache_keeps() -> None:
