@@ -10,11 +10,11 @@ back the moment they wait; while the prefill engine is idle, they run at normal 
 so that the relays of the serving path (at nice 10, actors/cpu_priority.py) do not hold up
 the decode's steps (`HomeThreads`; going back to normal priority needs CAP_SYS_NICE, and
 without it they stay at idle priority). The decode runs on the prefill's core only while the
-prefill engine is idle. So that a backlog of prompts
-cannot starve the decodes, the prefill runs on the decode's core for at most a share of any
-second (`LeadBudget`; its other steps run on its own core). A decode step of a small model is
-a pass over all its weights, so one engine on both cores makes far more tokens per second
-than one engine per core (on 2 cores, small model, 32 sequences: about 1.5x).
+prefill engine is idle. So that a backlog of prompts cannot starve the decodes, the prefill
+runs on the decode's core for at most a share of any second (`LeadBudget`; its other steps
+run on its own core). A decode step of a small model is a pass over all its weights, so one
+engine on both cores makes far more tokens per second than one engine per core (on 2
+cores, small model, 32 sequences: about 1.5x).
 
 Threads are bound one per core, home cores first, so that the threads an engine stops
 using are the ones on borrowed cores. A yielding engine counts the borrowed cores whose own
@@ -48,7 +48,8 @@ import os
 import struct
 import tempfile
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict, defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from actors import cpu_priority
@@ -176,6 +177,14 @@ class LeadBudget:
             self._steps.append((begin, end))
 
 
+@dataclass(slots=True)
+class _Timing:
+    """One step size's clean steps at one width: how many, and their moving average."""
+
+    steps: int = 0
+    seconds: float = 0.0
+
+
 class WidthChoice:
     """Whether borrowing pays, per step size: an engine runs on its partner's cores (a
     yielding engine: while they are idle; a leading one: within its share) only for step
@@ -198,37 +207,32 @@ class WidthChoice:
     SMOOTHING = 0.2  # weight of the newest step in the moving average
 
     def __init__(self) -> None:
-        # size → [wide seconds, narrow seconds] (None until seen), [wide steps, narrow steps]
-        self._seconds: dict[int, list[float | None]] = {}
-        self._steps: dict[int, list[int]] = {}
+        # (step size, wide) → its clean steps
+        self._timings: defaultdict[tuple[int, bool], _Timing] = defaultdict(_Timing)
 
     @staticmethod
     def size(tokens: int) -> int:
         return max(tokens, 1).bit_length()
 
     def wide(self, tokens: int) -> bool:
-        """Whether a step of `tokens` with every borrowed core idle should use them."""
+        """Whether a step of `tokens` that may borrow its partner's cores should."""
         size = self.size(tokens)
-        wide_steps, narrow_steps = self._steps.get(size, (0, 0))
-        if wide_steps < self.MIN_STEPS:
+        wide, narrow = self._timings[size, True], self._timings[size, False]
+        if wide.steps < self.MIN_STEPS:
             return True
-        if narrow_steps < self.MIN_STEPS:
+        if narrow.steps < self.MIN_STEPS:
             return False
-        wide_s, narrow_s = self._seconds[size]
-        assert wide_s is not None and narrow_s is not None
-        faster_is_wide = wide_s <= narrow_s
-        recheck = (wide_steps + narrow_steps) % self.RECHECK_EVERY == 0
+        faster_is_wide = wide.seconds <= narrow.seconds
+        recheck = (wide.steps + narrow.steps) % self.RECHECK_EVERY == 0
         return faster_is_wide != recheck
 
     def ran(self, tokens: int, wide: bool, seconds: float) -> None:
         """A clean step of `tokens` took `seconds` at one width throughout."""
-        size = self.size(tokens)
-        averages = self._seconds.setdefault(size, [None, None])
-        counts = self._steps.setdefault(size, [0, 0])
-        slot = 0 if wide else 1
-        last = averages[slot]
-        averages[slot] = seconds if last is None else last + self.SMOOTHING * (seconds - last)
-        counts[slot] += 1
+        timing = self._timings[self.size(tokens), wide]
+        if timing.steps:
+            seconds = timing.seconds + self.SMOOTHING * (seconds - timing.seconds)
+        timing.seconds = seconds
+        timing.steps += 1
 
 
 class CoreShare:
@@ -370,11 +374,13 @@ class HomeThreads:
         self.may_return = True
 
     def follow(self, partner_busy: bool) -> None:
-        if partner_busy == self.idle or (self.idle and not self.may_return):
+        if partner_busy == self.idle or not self.may_return:
             return
-        if not cpu_priority.set_idle(self.thread_ids, partner_busy):
-            self.may_return = False  # refused on the way back: they stayed idle
-        self.idle = partner_busy or not self.may_return
+        if cpu_priority.set_idle(self.thread_ids, partner_busy):
+            self.idle = partner_busy
+        else:  # refused on the way back to normal priority: they stay idle, for good
+            self.may_return = False
+            self.idle = True
 
 
 class _WorkerThreads:

@@ -1,8 +1,8 @@
 """Core sharing between partner engines: the board's slots, the thread count each step runs
-with (every core for the leading engine), the OpenMP placement that makes fewer threads
-leave the borrowed cores, idle priority on the yielding engine's own cores while its
-partner is busy, and the
-variables the engine adapter hands to an engine's processes."""
+with (every core for the leading engine, and for either only where wide steps pay), the
+OpenMP placement that makes fewer threads leave the borrowed cores, idle priority on the
+yielding engine's own cores while its partner is busy, and the variables the engine adapter
+hands to an engine's processes."""
 
 from __future__ import annotations
 
