@@ -156,6 +156,25 @@ def test_observe_trains_after_refit_every_samples() -> None:
     assert predictor.observations == 16
 
 
+def test_a_large_window_is_refitted_after_an_eighth_of_it_is_new(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    predictor = LengthPredictor(BUCKETS, refit_every=16)
+    predictor.fit(drifting({0: 10, 1: 100}, 256, seed=1))
+    refits: list[int] = []
+    refit = predictor._refit
+
+    def counted_refit() -> None:
+        refits.append(predictor.observations)
+        refit()
+
+    monkeypatch.setattr(predictor, "_refit", counted_refit)
+    for sample in drifting({0: 170, 1: 70}, 80, seed=3):
+        predictor.observe(*sample)
+    # an eighth of the window (292 // 8, then 333 // 8) is more than refit_every
+    assert refits == [256 + 36, 256 + 36 + 41]
+
+
 def test_a_single_observed_class_is_predicted_for_every_prompt() -> None:
     predictor = LengthPredictor(BUCKETS, refit_every=2)
     predictor.observe([1, 2], 40)
