@@ -4,17 +4,18 @@ On a machine with few cores, the default deployment gives the prefill engine and
 engine a core each, and each engine also runs on its partner's core. The prefill engine
 *leads*: it runs every step on both cores, at normal priority, and a decode must never delay
 it (that interference is what disaggregation removes). The decode engine *yields*: while
-the prefill engine is busy, the threads on the decode's own core run at idle priority
-(SCHED_IDLE), so the prefill's threads take that core the moment they have work and hand it
-back the moment they wait; while the prefill engine is idle, they run at normal priority,
-so that the relays of the serving path (at nice 10, actors/cpu_priority.py) do not hold up
-the decode's steps (`HomeThreads`; going back to normal priority needs CAP_SYS_NICE, and
-without it they stay at idle priority). The decode runs on the prefill's core only while the
-prefill engine is idle. So that a backlog of prompts cannot starve the decodes, the prefill
-runs on the decode's core for at most a share of any second (`LeadBudget`; its other steps
-run on its own core). A decode step of a small model is a pass over all its weights, so one
-engine on both cores makes far more tokens per second than one engine per core (on 2
-cores, small model, 32 sequences: about 1.5x).
+a prefill step runs on the decode's own core, the decode's threads there run at idle
+priority (SCHED_IDLE), so the prefill's threads take that core the moment they have work
+and hand it back the moment they wait; otherwise (the prefill engine idle, or keeping to its
+own core) they run at normal priority, so that the relays of the serving path (at nice 10,
+actors/cpu_priority.py) do not hold up the decode's steps (`HomeThreads`; going back to
+normal priority needs CAP_SYS_NICE, and without it they stay at idle priority). The
+decode runs on the prefill's core only while the prefill engine is idle. So that a backlog
+of prompts cannot starve the decodes, the prefill runs on the decode's core for at most a
+share of any second (`LeadBudget`; its other steps run on its own core). A decode step of
+a small model is a pass over all its weights, so one engine on both cores makes far more
+tokens per second than one engine per core (on 2 cores, small model, 32 sequences: about
+1.5x).
 
 Threads are bound one per core, home cores first, so that the threads an engine stops
 using are the ones on borrowed cores. A yielding engine counts the borrowed cores whose own
@@ -25,12 +26,14 @@ layer. Both engines' threads wait passively between parallel regions
 (OMP_WAIT_POLICY=PASSIVE): a spinning thread would hold its partner's core through its own
 engine's Python work between kernels.
 
-The state is a board of one slot per CPU core, in a small shared-memory file that every
-sharing engine on the node maps (`board_path`): the slot holds until when the core's home
-engine counts as busy (CLOCK_MONOTONIC, the same in every process). Only the home engine
-writes its slots: at the start of a forward pass, `now + STEP_BOUND_S` (a crashed engine
-frees its cores after that); at the end, `now + LINGER_S`, so that an engine between two
-steps of the same burst keeps its cores.
+The state is a board of two slots per CPU core, in a small shared-memory file that every
+sharing engine on the node maps (`board_path`), each holding a CLOCK_MONOTONIC deadline (the
+same in every process). The first says until when the core's home engine counts as busy;
+only the home engine writes it: at the start of a forward pass, `now + STEP_BOUND_S` (a
+crashed engine frees its cores after that); at the end, `now + LINGER_S`, so that an engine
+between two steps of the same burst keeps its cores. The second says until when a leading
+engine runs on the core as a borrowed one; only that engine writes it, in the same way,
+without the linger.
 
 The engine adapter (actors/engine/adapter.py) sets the variables below before it starts an
 engine; this plugin, loaded in every vLLM process through the `vllm.general_plugins` entry
@@ -106,25 +109,39 @@ def omp_environment(home: list[int], borrowed: list[int]) -> dict[str, str]:
 
 
 class CoreBoard:
-    """The node's slots: per core, until when its home engine counts as busy."""
+    """The node's slots, two per core: until when its home engine counts as busy (written
+    only by that engine), and until when a leading engine runs on it as a borrowed core
+    (written only by that engine)."""
 
     def __init__(self, path: Path, cores: int | None = None) -> None:
         cores = cores or os.cpu_count() or 1
+        size = 2 * cores * _SLOT.size
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < cores * _SLOT.size:
-                os.ftruncate(fd, cores * _SLOT.size)
-            self._map = mmap.mmap(fd, cores * _SLOT.size)
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
         finally:
             os.close(fd)
         self.cores = cores
 
+    def _offset(self, core: int, lent: bool) -> int:
+        return ((core % self.cores) + (self.cores if lent else 0)) * _SLOT.size
+
     def busy_until(self, core: int, deadline: float) -> None:
-        _SLOT.pack_into(self._map, (core % self.cores) * _SLOT.size, deadline)
+        _SLOT.pack_into(self._map, self._offset(core, lent=False), deadline)
 
     def idle(self, core: int, now: float) -> bool:
-        (deadline,) = _SLOT.unpack_from(self._map, (core % self.cores) * _SLOT.size)
+        (deadline,) = _SLOT.unpack_from(self._map, self._offset(core, lent=False))
         return deadline <= now
+
+    def lent_until(self, core: int, deadline: float) -> None:
+        _SLOT.pack_into(self._map, self._offset(core, lent=True), deadline)
+
+    def lent(self, core: int, now: float) -> bool:
+        """Whether a leading engine is running on `core`, borrowed from its home engine."""
+        (deadline,) = _SLOT.unpack_from(self._map, self._offset(core, lent=True))
+        return deadline > now
 
 
 class WideShapes:
@@ -255,6 +272,7 @@ class CoreShare:
         self._clock = clock
         self._lead_budget = LeadBudget(lead_share)
         self._wide_since: float | None = None
+        self._lending = False  # this leading step runs on the borrowed cores
 
     @property
     def width(self) -> int:
@@ -278,6 +296,18 @@ class CoreShare:
         charged for it."""
         self._wide_since = None
 
+    def runs_wide(self) -> None:
+        """This leading step runs on the borrowed cores: marks them lent until it ends."""
+        self._lending = True
+        deadline = self._clock() + STEP_BOUND_S
+        for core in self.borrowed:
+            self.board.lent_until(core, deadline)
+
+    def home_lent(self) -> bool:
+        """Whether a leading engine is running on one of this engine's home cores now."""
+        now = self._clock()
+        return any(self.board.lent(core, now) for core in self.home)
+
     def threads_allowed(self, now: float | None = None) -> int:
         """A yielding engine's threads now: one per home core, plus one per borrowed core in
         order up to the first whose engine is busy. Asked at each step's start and again
@@ -295,6 +325,10 @@ class CoreShare:
         if self._wide_since is not None:
             self._lead_budget.spent(self._wide_since, now)
             self._wide_since = None
+        if self._lending:
+            self._lending = False
+            for core in self.borrowed:
+                self.board.lent_until(core, now)
         deadline = now + LINGER_S
         for core in self.home:
             self.board.busy_until(core, deadline)
@@ -363,9 +397,9 @@ def _placing_threads(original):
 
 
 class HomeThreads:
-    """A yielding engine's threads on its home cores: at idle priority while a partner
-    engine is busy, at normal priority otherwise. Asked at each step's start and after each
-    attention layer, it changes their policy only when the partner's state changed. Where
+    """A yielding engine's threads on its home cores: at idle priority while a leading
+    engine runs on those cores, at normal priority otherwise. Asked at each step's start
+    and after each attention layer, it changes their policy only when that changed. Where
     the OS refuses the way back to normal priority, they stay at idle priority."""
 
     def __init__(self, thread_ids: list[int]) -> None:
@@ -373,11 +407,11 @@ class HomeThreads:
         self.idle: bool | None = None
         self.may_return = True
 
-    def follow(self, partner_busy: bool) -> None:
-        if partner_busy == self.idle or not self.may_return:
+    def follow(self, partner_on_home_cores: bool) -> None:
+        if partner_on_home_cores == self.idle or not self.may_return:
             return
-        if cpu_priority.set_idle(self.thread_ids, partner_busy):
-            self.idle = partner_busy
+        if cpu_priority.set_idle(self.thread_ids, partner_on_home_cores):
+            self.idle = partner_on_home_cores
         else:  # refused on the way back to normal priority: they stay idle, for good
             self.may_return = False
             self.idle = True
@@ -443,7 +477,7 @@ def _counting_threads(original):
 
     def after_attention(module, args, output) -> None:
         allowed = share.threads_allowed()
-        home_threads.follow(partner_busy=allowed < share.width)
+        home_threads.follow(partner_on_home_cores=share.home_lent())
         if not threads.held:
             threads.use(allowed)
 
@@ -462,7 +496,7 @@ def _counting_threads(original):
         # yielding: the partner is idle; leading: the step is within its share
         may_widen = count == share.width
         if not share.leads:
-            home_threads.follow(partner_busy=not may_widen)
+            home_threads.follow(partner_on_home_cores=share.home_lent())
         held = wide.first_seen((tokens, len(scheduler_output.num_scheduled_tokens)))
         borrows = held or choice.wide(tokens)
         if not borrows:
@@ -472,6 +506,8 @@ def _counting_threads(original):
             cap=share.width if borrows else len(share.home),
             held=held,
         )
+        if share.leads and threads.count > len(share.home):
+            share.runs_wide()
         started = _step_clock()
         try:
             return original(self, scheduler_output, *args, **kwargs)

@@ -79,6 +79,23 @@ def test_a_leading_engine_keeps_to_its_share_of_its_partners_core(board: CoreBoa
     assert prefill.step_starts() == 2  # 0.3 s of it left: below the half again
 
 
+def test_a_leading_engines_wide_step_marks_its_partners_core_lent_until_it_ends(
+    board: CoreBoard,
+) -> None:
+    clock = FakeClock(now=100.0)
+    decode = CoreShare(board, home=[1], borrowed=[0], clock=clock)
+    prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True, lead_share=0.5)
+    assert prefill.step_starts() == 2
+    prefill.runs_wide()
+    assert decode.home_lent()  # the decode's home threads now yield their core
+    clock.now += 0.6
+    prefill.step_ends()
+    assert not decode.home_lent()
+    assert prefill.step_starts() == 1  # beyond its share: a narrow step lends nothing
+    assert not decode.home_lent()
+    assert not board.idle(0, now=clock.now)  # though the prefill is busy on its own core
+
+
 def test_a_share_of_one_never_holds_a_leading_engine_back(board: CoreBoard) -> None:
     clock = FakeClock(now=100.0)
     prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True)
@@ -119,13 +136,13 @@ def test_only_the_threads_bound_to_the_home_cores_are_found() -> None:
             assert threading.get_native_id() not in found
 
 
-def test_home_threads_are_idle_while_the_partner_is_busy_and_normal_after() -> None:
+def test_home_threads_are_idle_while_the_partner_runs_on_their_core_and_normal_after() -> None:
     core = min(os.sched_getaffinity(0))
     with thread_on_core(core) as home:
         threads = HomeThreads([home])
-        threads.follow(partner_busy=True)
+        threads.follow(partner_on_home_cores=True)
         assert os.sched_getscheduler(home) == os.SCHED_IDLE
-        threads.follow(partner_busy=False)
+        threads.follow(partner_on_home_cores=False)
         if threads.may_return:  # CAP_SYS_NICE: back to normal priority
             assert os.sched_getscheduler(home) == os.SCHED_OTHER
         else:  # refused: it stays at idle priority, as it would have without the way back
@@ -330,9 +347,10 @@ def test_a_leading_engines_plugin_runs_wide(plugin, monkeypatch: pytest.MonkeyPa
     board, _ = plugin
     monkeypatch.setenv(core_share.LEADS_ENV, "1")
     board.busy_until(0, time.monotonic() + 60)  # its partner's core is busy
-    leading = core_share._counting_threads(lambda self, output: "output")
-    assert leading(object(), FakeSchedulerOutput(tokens=8)) == "output"
+    leading = core_share._counting_threads(lambda self, output: board.lent(0, time.monotonic()))
+    assert leading(object(), FakeSchedulerOutput(tokens=8))  # the decode's core lent meanwhile
     assert torch.get_num_threads() == 2
+    assert not board.lent(0, now=time.monotonic())  # and given back at the step's end
 
 
 def widths_chosen(choice: WidthChoice, tokens: int, steps: int, seconds) -> list[bool]:
