@@ -25,6 +25,14 @@ def lease_usable(expires_at_unix_s: float, now_unix_s: float) -> bool:
     return expires_at_unix_s - now_unix_s >= LEASE_MARGIN_S
 
 
+def lease_worth_keeping(expires_at_unix_s: float, now_unix_s: float, ttl_s: float) -> bool:
+    """Whether a lease taken when its request arrived still has half its life left when
+    the prefill starts: enough for the prefill and the decode's admission. Otherwise the
+    prefill takes a fresh one, so that a long wait in the prefill queue never costs the
+    decode a recompute of the whole prompt."""
+    return expires_at_unix_s - now_unix_s >= max(LEASE_MARGIN_S, ttl_s / 2)
+
+
 @dataclass(frozen=True, slots=True)
 class TransferParams:
     role: Literal["produce", "consume"]

@@ -32,7 +32,7 @@ from actors.wire import delta_to_wire, lease_pages, load_from_wire, request_from
 from cluster.config import SchedulingConfig
 from cluster.decode_dispatch import make_dispatcher
 from cluster.kv_pages import PageLayout, tenant_id
-from cluster.kv_transfer import TransferParams, lease_usable
+from cluster.kv_transfer import TransferParams, lease_usable, lease_worth_keeping
 from cluster.length_predictor import (
     LengthBuckets,
     LengthPrediction,
@@ -119,16 +119,20 @@ class PrefillInstance:
         tenant = tenant_id(self.model_id, request.adapter)
         capability = task.decision.kv_capability
         self.kv.present(tenant, capability)
-        leasing = asyncio.ensure_future(asyncio.to_thread(self._lease, request, tenant, prompt))
-        self._taking[request.request_id] = (leasing, tenant)
+        leasing = self._start_lease(request, tenant, prompt)
         try:
             await self._wait_turn(request.request_id, len(prompt))
             try:
                 # Shielded: cancelling this request must not cancel the leasing, whose thread
                 # goes on and takes the lease all the same (then given back below).
                 lease = await asyncio.shield(leasing)
+                if lease.lease_id and not lease_worth_keeping(
+                    lease.expires_at_unix_s, time.time(), self.lease_ttl_s
+                ):
+                    self._give_back(request.request_id)  # it waited long: a fresh lease
+                    lease = await asyncio.shield(self._start_lease(request, tenant, prompt))
                 if lease.lease_id and not lease_usable(lease.expires_at_unix_s, time.time()):
-                    self._give_back(request.request_id)  # it waited too long: decode recomputes
+                    self._give_back(request.request_id)  # too short to write: decode recomputes
                     lease = kv_pb2.KVLease(request_id=request.request_id)
                 yield _event(started=scheduling_pb2.PrefillStarted())
                 first = await self._first_step(request, tenant, capability, prompt, lease)
@@ -158,6 +162,15 @@ class PrefillInstance:
             yield _event(decode_task=decode_task)
         finally:
             self._give_back(request.request_id)
+
+    def _start_lease(
+        self, request: GenerationRequest, tenant: int, prompt: list[int]
+    ) -> asyncio.Future[kv_pb2.KVLease]:
+        """Takes the request's lease on a thread; this instance holds it until it is handed
+        over with the DecodeTask or given back."""
+        leasing = asyncio.ensure_future(asyncio.to_thread(self._lease, request, tenant, prompt))
+        self._taking[request.request_id] = (leasing, tenant)
+        return leasing
 
     def abort(self, request_id: str) -> None:
         """The request's owner let it go before it read its DecodeTask: a lease this instance

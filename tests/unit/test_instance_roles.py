@@ -404,3 +404,26 @@ def test_a_lease_about_to_expire_is_neither_written_nor_handed_over() -> None:
         await _eventually(lambda: kv.released == list(kv.leases))  # given back at once
 
     asyncio.run(scenario())
+
+
+def test_a_lease_that_aged_in_the_queue_is_replaced_by_a_fresh_one() -> None:
+    async def scenario() -> None:
+        # the lease taken on arrival has 12 s of its 30 left when the prefill starts: less
+        # than half, so the prefill takes a fresh one rather than leave the decode too little
+        kv = FakeKVClient(lease_s=12.0)
+        role = _decoding_role(kv)
+        real_alloc = kv.alloc_pages
+
+        def alloc_then_fresh(*args) -> kv_pb2.KVLease:
+            lease = real_alloc(*args)
+            kv.lease_s = 30.0
+            return lease
+
+        kv.alloc_pages = alloc_then_fresh
+        messages = [m async for m in role.prefill(_prefill_task(_request("r", 40, 4)))]
+        task = _events(messages)[-1].decode_task
+        aged, fresh = list(kv.leases)
+        assert task.lease.lease_id == fresh
+        await _eventually(lambda: kv.released == [aged])
+
+    asyncio.run(scenario())
