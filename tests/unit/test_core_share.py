@@ -43,13 +43,17 @@ def test_core_lists_keep_their_order() -> None:
     assert parse_cores("") == []
 
 
-def test_threads_are_bound_one_per_core_home_cores_first_and_sleep_as_soon_as_they_wait() -> None:
-    assert omp_environment([1], [0]) == {
+def test_threads_are_bound_one_per_core_home_first_and_a_yielding_engines_sleep_at_once() -> None:
+    assert omp_environment([1], [0], leads=False) == {
         "OMP_NUM_THREADS": "2",
         "OMP_PLACES": "{1},{0}",
         "OMP_PROC_BIND": "close",
         "OMP_WAIT_POLICY": "PASSIVE",
     }
+    leading = omp_environment([0], [1], leads=True)
+    assert leading["OMP_PLACES"] == "{0},{1}"
+    assert leading["GOMP_SPINCOUNT"] == str(core_share.LEAD_SPIN_COUNT)
+    assert "OMP_WAIT_POLICY" not in leading  # which would override the spin count
 
 
 def test_a_leading_engine_runs_on_every_core_even_while_its_partner_is_busy(
@@ -65,6 +69,7 @@ def test_a_leading_engine_runs_on_every_core_even_while_its_partner_is_busy(
 
 def test_a_leading_engine_keeps_to_its_share_of_its_partners_core(board: CoreBoard) -> None:
     clock = FakeClock(now=100.0)
+    board.busy_until(1, clock.now + 60)  # the decode is busy throughout
     prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True, lead_share=0.5)
     assert prefill.step_starts() == 2
     clock.now += 0.6  # a long step on both cores: more than half of the last second
@@ -85,6 +90,7 @@ def test_a_leading_engines_wide_step_marks_its_partners_core_lent_until_it_ends(
     clock = FakeClock(now=100.0)
     decode = CoreShare(board, home=[1], borrowed=[0], clock=clock)
     prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True, lead_share=0.5)
+    board.busy_until(1, clock.now + 60)  # the decode is busy throughout
     assert prefill.step_starts() == 2
     prefill.runs_wide()
     assert decode.home_lent()  # the decode's home threads now yield their core
@@ -94,6 +100,22 @@ def test_a_leading_engines_wide_step_marks_its_partners_core_lent_until_it_ends(
     assert prefill.step_starts() == 1  # beyond its share: a narrow step lends nothing
     assert not decode.home_lent()
     assert not board.idle(0, now=clock.now)  # though the prefill is busy on its own core
+
+
+def test_a_leading_engines_steps_while_its_partner_is_idle_cost_its_share_nothing(
+    board: CoreBoard,
+) -> None:
+    clock = FakeClock(now=100.0)
+    prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True, lead_share=0.5)
+    for _ in range(3):  # three wide seconds: the decode has nothing to run
+        assert prefill.step_starts() == 2
+        clock.now += 1.0
+        prefill.step_ends()
+    board.busy_until(1, clock.now + 60)  # the decode starts a step
+    assert prefill.step_starts() == 2  # its share is whole
+    clock.now += 0.6
+    prefill.step_ends()
+    assert prefill.step_starts() == 1  # and now spent
 
 
 def test_a_share_of_one_never_holds_a_leading_engine_back(board: CoreBoard) -> None:
@@ -414,6 +436,7 @@ def test_a_leading_engines_share_is_not_charged_for_a_step_it_keeps_home(
 ) -> None:
     clock = FakeClock(now=100.0)
     prefill = CoreShare(board, home=[0], borrowed=[1], clock=clock, leads=True, lead_share=0.5)
+    board.busy_until(1, clock.now + 60)  # the decode is busy throughout
     assert prefill.step_starts() == 2
     prefill.stays_home()
     clock.now += 0.9
