@@ -29,7 +29,10 @@ def lease_worth_keeping(expires_at_unix_s: float, now_unix_s: float, ttl_s: floa
     """Whether a lease taken when its request arrived still has half its life left when
     the prefill starts: enough for the prefill and the decode's admission. Otherwise the
     prefill takes a fresh one, so that a long wait in the prefill queue never costs the
-    decode a recompute of the whole prompt."""
+    decode a recompute of the whole prompt; unless leases of `ttl_s` are never usable
+    (`lease_usable`), when a fresh one would be one more call for nothing."""
+    if ttl_s < LEASE_MARGIN_S:
+        return True
     return expires_at_unix_s - now_unix_s >= max(LEASE_MARGIN_S, ttl_s / 2)
 
 
