@@ -1,6 +1,6 @@
 """What a deployment holds for its requests, read from its actors: the scheduler's in-flight
 count, each serving instance's queued and running requests, and each memory node's active
-leases and pages. The fault suite compares it with the idle deployment's (`baseline`)."""
+leases and pages. The fault suite compares it with the idle deployment's (`idle_counts`)."""
 
 from __future__ import annotations
 
@@ -49,4 +49,19 @@ def back_to(baseline: dict[str, int], within_s: float) -> tuple[dict[str, int], 
         waited = time.monotonic() - start
         if counts == baseline or waited > within_s:
             return counts, waited
+        time.sleep(0.1)
+
+
+def idle_counts(within_s: float = 10.0) -> dict[str, int]:
+    """The deployment's counts once it holds nothing for any request: no request in
+    flight, queued or running, and no lease. A test's earlier requests may still be letting
+    go (their owner reports them finished after the client has its answer), so this waits
+    for that, at most `within_s`, rather than taking a busy moment for the baseline."""
+    start = time.monotonic()
+    while True:
+        counts = cluster_counts()
+        held = {k: n for k, n in counts.items() if n and not k.endswith(" pages")}
+        if not held:
+            return counts
+        assert time.monotonic() - start < within_s, f"not idle after {within_s} s: {held}"
         time.sleep(0.1)

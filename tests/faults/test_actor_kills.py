@@ -27,7 +27,7 @@ import pytest
 import ray
 
 from cluster.config import DeploymentConfig
-from tests.faults.cluster_counts import NAMESPACE, back_to, cluster_counts
+from tests.faults.cluster_counts import NAMESPACE, back_to, idle_counts
 from tests.faults.greedy import greedy_stream, greedy_text
 from tests.support import serving
 
@@ -58,7 +58,7 @@ def _kill(name: str) -> None:
 
 
 def test_requests_survive_a_killed_scheduler(server: str) -> None:
-    baseline = cluster_counts()
+    baseline = idle_counts()
     unfaulted = [_complete(server, "base", seed) for seed in range(16)]
     with ThreadPoolExecutor(8) as pool:
         served = [pool.submit(_complete, server, "base", seed) for seed in range(16)]
@@ -87,7 +87,7 @@ def _ingress_replica() -> Any:
 
 
 def test_a_killed_ingress_replica_leaves_nothing_behind(server: str) -> None:
-    baseline = cluster_counts()
+    baseline = idle_counts()
     unfaulted = [_complete(server, "base", seed, 200) for seed in range(8)]
     short = _complete(server, "base", 0, 16)
     with ThreadPoolExecutor(8) as pool:

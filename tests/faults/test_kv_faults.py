@@ -21,7 +21,7 @@ import pytest
 
 from actors.kv.fault_injection import FAULTS_ENV, KVFaults
 from cluster.config import DeploymentConfig, SchedulingConfig
-from tests.faults.cluster_counts import back_to, cluster_counts
+from tests.faults.cluster_counts import back_to, idle_counts
 from tests.faults.greedy import greedy_text
 from tests.support import plain_vllm, serving
 
@@ -79,7 +79,7 @@ def server(request: pytest.FixtureRequest, tiny_model: Path, reference: dict) ->
 def test_every_request_gets_vllms_text_and_nothing_is_left_behind(
     server: str, reference: dict[str, str]
 ) -> None:
-    baseline = cluster_counts()
+    baseline = idle_counts()
     for _ in range(2):  # the second round meets the pages the first one left, if any
         with ThreadPoolExecutor(8) as pool:
             texts = pool.map(lambda prompt: greedy_text(server, prompt, MAX_TOKENS), prompts())
