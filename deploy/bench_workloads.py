@@ -144,10 +144,11 @@ class Bench:
         busy: Callable[[dict[str, Any]], tuple[float, float]],
         progress: tqdm,
     ) -> dict[str, report.SystemFigures]:
-        """Warm-up, then every workload; `busy` turns a client result into
-        (instance-seconds, core-seconds) for that run."""
+        """Warm-up, then every workload; `busy` turns a client result into the
+        (instance-seconds, core-seconds) spent since its previous call."""
         log = self.work / "logs" / "client.log"
-        drive(self.client_args(base_url, "warmup", self._result(system, "warmup")), log)
+        warmup = drive(self.client_args(base_url, "warmup", self._result(system, "warmup")), log)
+        busy(warmup)  # the warm-up's busy time is not the first workload's
         figures = {}
         for name in self.requests:
             progress.set_description(f"{system}: {name}")
