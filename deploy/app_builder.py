@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,16 +238,42 @@ def memory_node_name(index: int) -> str:
 
 
 def shut_down(config: DeploymentConfig) -> None:
-    """Stops the deployment this process serves, and the Ray cluster it joined: first each
-    memory node gives its shared arena back, so that a clean stop leaves nothing in
+    """Stops the deployment this process serves, and the Ray cluster it joined: first the
+    memory nodes' arenas go (`_close_memory_nodes`), then Serve, then Ray."""
+    _close_memory_nodes(config)
+    serve.shutdown()
+    ray.shutdown()
+
+
+@contextlib.contextmanager
+def deployed_on_cluster(config: DeploymentConfig, app_name: str, port: int) -> Iterator[str]:
+    """`config` deployed as Serve application `app_name` on the cluster this process joined,
+    under its own route, beside whatever else that Serve serves (on `port` if Serve is not
+    running yet); yields its base URL. Afterwards the application and its actors (this
+    process's Ray namespace's named actors) go, and the cluster stays up."""
+    from ray.serve.context import _get_global_client
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port = _get_global_client().http_config.port  # a Serve already running keeps its own
+    route = f"/{app_name}"
+    serve.run(build_app(config), name=app_name, route_prefix=route)
+    try:
+        yield f"http://127.0.0.1:{port}{route}"
+    finally:
+        _close_memory_nodes(config)
+        serve.delete(app_name)
+        for actor in ray.util.list_named_actors():
+            ray.kill(ray.get_actor(actor))
+
+
+def _close_memory_nodes(config: DeploymentConfig) -> None:
+    """Each memory node gives its shared arena back, so that a clean stop leaves nothing in
     /dev/shm (a memory node that does not answer leaves its arena to the next memory node's
-    sweep, actors/kv/arena.py); then Serve, then Ray."""
+    sweep, actors/kv/arena.py)."""
     for index in range(config.memory_nodes):
         with contextlib.suppress(ValueError, ray.exceptions.RayError):
             node = ray.get_actor(memory_node_name(index))  # ValueError: none of that name
             ray.get(node.close.remote(), timeout=RELEASE_TIMEOUT_S)
-    serve.shutdown()
-    ray.shutdown()
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:

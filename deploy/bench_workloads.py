@@ -24,8 +24,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -200,24 +200,12 @@ def predictor_accuracy(bench: Bench) -> dict[str, float]:
     return held_out_accuracy(LengthPredictor(), samples, seed=bench.args.seed)
 
 
-@contextmanager
-def tetriserve_on_cluster(bench: Bench) -> Iterator[str]:
-    """Deploys tetriserve on the cluster's Serve; yields its base URL; removes it after."""
-    import ray
-    from ray import serve
-
-    from deploy.app_builder import build_app
+def tetriserve_on_cluster(bench: Bench) -> AbstractContextManager[str]:
+    """tetriserve deployed on the cluster's Serve; its base URL; removed after."""
+    from deploy.app_builder import deployed_on_cluster
 
     config = _deployment(bench.args, bench.model_dir, bench.chunk_tokens)
-    serve.start(http_options={"host": "127.0.0.1", "port": bench.args.serve_port})
-    route = f"/{APP_NAME}"
-    serve.run(build_app(config), name=APP_NAME, route_prefix=route)
-    try:
-        yield f"http://127.0.0.1:{bench.args.serve_port}{route}"
-    finally:
-        serve.delete(APP_NAME)
-        for actor in ray.util.list_named_actors():
-            ray.kill(ray.get_actor(actor))
+    return deployed_on_cluster(config, APP_NAME, bench.args.serve_port)
 
 
 def _instance_busy() -> dict[str, tuple[float, int]]:

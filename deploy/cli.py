@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules that each contribute top-level sub-commands, in the order `--help` lists them.
-_COMMAND_MODULES = ("deploy.make_model_cmd", "deploy.serve_cmd")
+_COMMAND_MODULES = ("deploy.make_model_cmd", "deploy.serve_cmd", "deploy.batch_cmd")
 # Modules that contribute sub-commands of `tetriserve bench`.
 _BENCH_MODULES = (
     "deploy.bench_hw",

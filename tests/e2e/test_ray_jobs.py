@@ -1,9 +1,15 @@
-"""`tetriserve bench workloads` runs as a Ray job against a `ray start --head` cluster.
+"""`tetriserve bench workloads` and `tetriserve batch` run as Ray jobs against a `ray start
+--head` cluster started from the project's environment (its `bin/` on the PATH, as an
+activated virtual environment puts it), as the README says: `ray job submit --working-dir
+. -- tetriserve ...`.
 
-A small run (one workload, a few requests): the job finishes, both systems served every
-request, `--json` holds one entry per workload with tetriserve's figures, vLLM's and their
-ratios, and the CPU profile names the roles it saw at work. The benchmark's own figures
-are not judged here: they are for people to read.
+The benchmark, a small run (one workload, a few requests): the job finishes, both systems
+served every request, `--json` holds one entry per workload with tetriserve's figures,
+vLLM's and their ratios, and the CPU profile names the roles it saw at work. The
+benchmark's own figures are not judged here: they are for people to read.
+
+The batch, on a deployment of its own on the job's cluster: every line is answered, the
+requests with their completions, the bad lines with their errors.
 """
 
 from __future__ import annotations
@@ -27,8 +33,13 @@ from tests.support import free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 BIN = Path(sys.executable).parent
+PROJECT = Path(__file__).resolve().parents[2]
 # A loopback cluster of the test's own: no token to hand around.
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+ENV = {
+    **os.environ,
+    "RAY_AUTH_MODE": "disabled",
+    "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+}
 ENV.pop("RAY_ADDRESS", None)
 
 
@@ -101,3 +112,36 @@ def test_workloads_benchmark_runs_as_a_ray_job(head: str, tmp_path: Path) -> Non
         assert profile[system]["cpu_seconds"].get("engine workers", 0) > 0, profile
     assert profile["tetriserve"]["cpu_seconds"]["Serve ingress"] > 0
     assert "vLLM API server" not in profile["tetriserve"]["cpu_seconds"]
+
+
+def test_a_batch_runs_as_a_ray_job_on_a_deployment_of_its_own(
+    head: str, tiny_model: Path, tmp_path: Path
+) -> None:
+    lines = [
+        {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/completions", "body": body}
+        for i, body in enumerate(
+            {"model": "base", "prompt": f"a batch of {n} lines", "max_tokens": 8} for n in range(4)
+        )
+    ]
+    source, results = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    source.write_text(
+        "".join(f"{json.dumps(line)}\n" for line in lines)
+        + '{"custom_id": "cut", "method"\n'
+        + json.dumps({**lines[0], "custom_id": "elsewhere", "url": "/v1/embeddings"})
+        + "\n"
+    )
+    command = [
+        str(BIN / "ray"), "job", "submit", "--address", head, "--working-dir", str(PROJECT),
+        "--", "tetriserve", "batch", "--input", str(source), "--output", str(results),
+        "--model", str(tiny_model), "--chunk-tokens", "128", "--serve-port", str(free_port()),
+    ]  # fmt: skip
+    job = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=840)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "answered 6 lines (2 with an error)" in job.stdout
+    records = {r["custom_id"] or r["line"]: r for r in map(json.loads, results.open())}
+    assert sorted(records, key=str) == [5, "elsewhere", "req-0", "req-1", "req-2", "req-3"]
+    for index in range(4):
+        response = records[f"req-{index}"]["response"]
+        assert response["status_code"] == 200 and response["body"]["choices"][0]["text"]
+    assert records[5]["error"]["code"] == "invalid_json"
+    assert records["elsewhere"]["error"]["code"] == "invalid_url"
