@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from actors.node_address import node_host
+
 log = logging.getLogger(__name__)
 
 # Ports relative to the deployment's metrics base port (documented in README.md).
@@ -112,13 +114,17 @@ class _TextExposition(BaseHTTPRequestHandler):
         return
 
 
-def expose(port: int | None, host: str = "127.0.0.1") -> None:
-    """Serves this process's metrics on `port` (None: not at all)."""
+def expose(port: int | None, host: str | None = None) -> str | None:
+    """Serves this process's metrics on `port` (None: not at all) at `host` (default: the
+    node's address, actors/node_address.py); the "host:port" Prometheus scrapes, or None
+    when nothing is served."""
     if port is None:
-        return
+        return None
+    host = host or node_host()
     try:
         server = ThreadingHTTPServer((host, port), _TextExposition)
     except OSError as exc:
-        log.warning("metrics port %s unavailable: %s", port, exc)
-        return
+        log.warning("metrics port %s:%s unavailable: %s", host, port, exc)
+        return None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return f"{host}:{port}"

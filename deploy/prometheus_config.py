@@ -1,4 +1,6 @@
-"""The Prometheus scrape configuration for a deployment: one target per actor exporter.
+"""The Prometheus scrape configuration for a deployment: the ingress, and one target per
+actor exporter, discovered from a file_sd targets file that lists the addresses the actors
+really serve on (their nodes', actors/node_address.py).
 
 Ports follow actors/metrics.py: base (ingress, on the HTTP port's /metrics instead), base+1
 scheduler (which also exports what it polls from switches and memory nodes), base+10+i
@@ -7,7 +9,12 @@ prefill i, base+40+i decode i.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from cluster.config import DeploymentConfig
+
+TARGET_TIMEOUT_S = 5.0
 
 
 def metrics_ports(config: DeploymentConfig) -> dict[str, int]:
@@ -24,10 +31,11 @@ def metrics_ports(config: DeploymentConfig) -> dict[str, int]:
     return ports
 
 
-def scrape_config(config: DeploymentConfig, interval_s: float = 5.0) -> str:
-    """A prometheus.yml that scrapes the ingress and every actor of `config`."""
-    targets = [f"{config.host}:{config.port}"]
-    actors = [f"{config.host}:{port}" for port in metrics_ports(config).values()]
+def scrape_config(config: DeploymentConfig, targets_file: Path, interval_s: float = 5.0) -> str:
+    """A prometheus.yml that scrapes the ingress, and every actor exporter that
+    `targets_file` lists (file-based discovery: Prometheus reads the file again whenever it
+    changes, so actors that move are followed)."""
+    ingress = f"{config.host}:{config.port}"
     lines = [
         "global:",
         f"  scrape_interval: {interval_s:g}s",
@@ -35,12 +43,42 @@ def scrape_config(config: DeploymentConfig, interval_s: float = 5.0) -> str:
         "  - job_name: tetriserve-ingress",
         "    metrics_path: /metrics",
         "    static_configs:",
-        f"      - targets: [{', '.join(repr(t) for t in targets)}]",
+        f"      - targets: [{ingress!r}]",
+        "  - job_name: tetriserve-actors",
+        "    file_sd_configs:",
+        f"      - files: [{str(targets_file)!r}]",
+        f"        refresh_interval: {interval_s:g}s",
     ]
-    if actors:
-        lines += [
-            "  - job_name: tetriserve-actors",
-            "    static_configs:",
-            f"      - targets: [{', '.join(repr(t) for t in actors)}]",
-        ]
     return "\n".join(lines) + "\n"
+
+
+def actor_targets(config: DeploymentConfig) -> list[dict]:
+    """The file_sd target groups of the deployment's exporters, at the addresses the actors
+    serve them on (their nodes'): one group per actor, labelled with its name and role. An
+    actor that does not answer (restarting) is left out until it does."""
+    import ray
+
+    names = ["global-scheduler", *config.instance_roles()] if metrics_ports(config) else []
+    groups = []
+    for name in names:
+        try:
+            target = ray.get(ray.get_actor(name).metrics_target.remote(), timeout=TARGET_TIMEOUT_S)
+        except (ValueError, ray.exceptions.RayError):  # no such actor yet, or it died
+            continue
+        if target is not None:
+            role = config.instance_roles().get(name, "scheduler")
+            groups.append({"targets": [target], "labels": {"actor": name, "role": role}})
+    return groups
+
+
+def write_targets(path: Path, groups: list[dict]) -> bool:
+    """Writes the target groups as a file_sd file, whole (renamed into place, so Prometheus
+    never reads half a file); True when they changed."""
+    text = json.dumps(groups, indent=2) + "\n"
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_suffix(".tmp")
+    staged.write_text(text)
+    staged.replace(path)
+    return True

@@ -13,11 +13,18 @@ from deploy.local_ray import init_ray
 
 APP_NAME = "tetriserve"
 STOP_CHECK_S = 0.2
+TARGETS_REFRESH_S = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve the OpenAI-compatible API")
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: tiny)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="a running Ray cluster to join, e.g. 10.0.0.2:6379 (default: RAY_ADDRESS, "
+        "else a new local cluster)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=9000)
@@ -145,13 +152,29 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
 
 
 def write_scrape_config(config: DeploymentConfig) -> Path:
+    """prometheus.yml in tetriserve's home, reading the actors' targets from
+    prometheus/targets.json there (written now, and kept current by `refresh_targets`)."""
     from cluster.model_factory import tetriserve_home
     from deploy.prometheus_config import scrape_config
 
     path = tetriserve_home() / "prometheus.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(scrape_config(config))
+    path.write_text(scrape_config(config, targets_path()))
+    refresh_targets(config)
     return path
+
+
+def targets_path() -> Path:
+    from cluster.model_factory import tetriserve_home
+
+    return tetriserve_home() / "prometheus" / "targets.json"
+
+
+def refresh_targets(config: DeploymentConfig) -> None:
+    """The actors' exporter addresses, as they are now, into the targets file."""
+    from deploy.prometheus_config import actor_targets, write_targets
+
+    write_targets(targets_path(), actor_targets(config))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     failure: list[BaseException] = []
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    init_ray(namespace=APP_NAME, ignore_reinit_error=True)
+    init_ray(address=args.address, namespace=APP_NAME, ignore_reinit_error=True)
     serve.start(
         http_options={"host": config.host, "port": config.port},
         grpc_options=grpc_options(config.grpc_port),
@@ -192,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
         if not deployed.is_set():
             print("tetriserve: stopped while starting; shutting down")
             return 130
-        stop.wait()
+        while not stop.wait(TARGETS_REFRESH_S):
+            refresh_targets(config)  # an actor started again elsewhere is followed
         print("tetriserve: shutting down")
         return 0
     finally:

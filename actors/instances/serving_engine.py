@@ -33,7 +33,7 @@ class ServingEngine:
         adapter_store: Any = None,
         metrics_port: int | None = None,
     ) -> None:
-        metrics.expose(metrics_port)
+        self.metrics_target = metrics.expose(metrics_port)
         self.instance_id = instance_id
         self.engine = EngineAdapter(config)
         self._adapter_store = adapter_store

@@ -91,6 +91,10 @@ class ServingInstance:
             self.flips += 1
         return self.role.value
 
+    def metrics_target(self) -> str | None:
+        """Where Prometheus scrapes this instance ("host:port"), None when it exports nothing."""
+        return self.serving.metrics_target
+
     def stats(self) -> dict[str, Any]:
         return {
             **self.decode_role.counters,

@@ -74,7 +74,7 @@ class GlobalScheduler:
         model_id: str,
     ) -> None:
         cpu_priority.yield_to_engines()
-        metrics.expose(metrics_port)
+        self._metrics_target = metrics.expose(metrics_port)
         self.cluster_stats = metrics.ClusterStats()
         if metrics_port is not None:
             REGISTRY.register(self.cluster_stats)
@@ -178,6 +178,10 @@ class GlobalScheduler:
         if instance_id in self.instances:
             self.unreachable.add(instance_id)
             self._lost_this_round.add(instance_id)
+
+    def metrics_target(self) -> str | None:
+        """Where Prometheus scrapes the scheduler ("host:port"), None when it exports nothing."""
+        return self._metrics_target
 
     def stats(self) -> dict[str, Any]:
         roles = {name: self.roles.role(name).value for name in self.instances}

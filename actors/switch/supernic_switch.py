@@ -37,6 +37,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors import cpu_priority
 from actors.kv.kv_client import CHANNEL_OPTIONS
+from actors.node_address import node_host
 from actors.switch.switch_service import RoutingError, SwitchService
 from cluster.kv_capability import CapabilityAuthority
 from fpga_models.supernic.drf import dominant_share
@@ -64,7 +65,7 @@ class SuperNICSwitch:
         memory_nodes: Mapping[str, Any] | None = None,
         *,
         secret: bytes,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         port: int = 0,
         rate_limit_bytes_per_s: float | None = None,
         snic: SuperNIC | None = None,
@@ -90,6 +91,7 @@ class SuperNICSwitch:
         service = SwitchService(self)
         kv_pb2_grpc.add_MemoryNodeServicer_to_server(service, self._server)
         switch_pb2_grpc.add_SuperNICSwitchServicer_to_server(service, self._server)
+        host = host or node_host()  # dialled by engines on every node
         self._address = f"{host}:{self._server.add_insecure_port(f'{host}:{port}')}"
         self._server.start()
 

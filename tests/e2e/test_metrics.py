@@ -1,7 +1,9 @@
-"""A real Prometheus server scrapes the ingress and every actor of a running deployment."""
+"""A real Prometheus server scrapes the ingress and every actor of a running deployment,
+the actors found through the file_sd targets file written from their own addresses."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -15,7 +17,7 @@ from ray import serve
 
 from cluster.config import DeploymentConfig
 from deploy.app_builder import build_app, shut_down
-from deploy.prometheus_config import metrics_ports, scrape_config
+from deploy.prometheus_config import actor_targets, metrics_ports, scrape_config, write_targets
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -41,7 +43,11 @@ def prometheus(deployment: DeploymentConfig, tmp_path_factory: pytest.TempPathFa
     binary = shutil.which("prometheus")
     assert binary, "the prometheus server is not installed (deploy/test.sh installs it)"
     workdir = tmp_path_factory.mktemp("prometheus")
-    (workdir / "prometheus.yml").write_text(scrape_config(deployment, interval_s=1))
+    write_targets(workdir / "targets.json", actor_targets(deployment))
+    config = workdir / "prometheus.yml"
+    config.write_text(scrape_config(deployment, workdir / "targets.json", interval_s=1))
+    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     port = free_port()
     process = subprocess.Popen(
         [
@@ -105,3 +111,22 @@ def test_prometheus_scrapes_every_stage(deployment: DeploymentConfig, prometheus
     assert {"prefill-0", "decode-0", "global-scheduler"} <= {s["metric"]["actor"] for s in depths}
     assert wait_for(prometheus, "tetriserve:memory_node_pages_in_use")
     assert wait_for(prometheus, "tetriserve:kv_compression_ratio >= 1")
+
+
+def test_every_exporter_answers_at_the_address_its_target_names(
+    deployment: DeploymentConfig, tmp_path: Path
+) -> None:
+    targets = tmp_path / "targets.json"
+    assert write_targets(targets, actor_targets(deployment))
+    assert not write_targets(targets, actor_targets(deployment))  # unchanged: not rewritten
+    groups = json.loads(targets.read_text())
+    node = ray.util.get_node_ip_address()
+    assert {g["labels"]["actor"]: g["labels"]["role"] for g in groups} == {
+        "global-scheduler": "scheduler",
+        **deployment.instance_roles(),
+    }
+    for group in groups:
+        (target,) = group["targets"]
+        assert target.rsplit(":", 1)[0] == node  # the node's address, dialable from others
+        exposition = httpx.get(f"http://{target}/metrics", timeout=10).text
+        assert "tetriserve:num_requests_waiting" in exposition
