@@ -94,6 +94,23 @@ class SchedulingConfig(BaseModel):
     kv_lease_ttl_s: float = Field(default=30.0, gt=0)
 
 
+PlacedRole = Literal[
+    "prefill", "decode", "memory_node", "switch", "adapter_store", "scheduler", "ingress"
+]
+
+
+class RolePlacement(BaseModel):
+    """The Ray resources each actor of one role claims, which decide the nodes it may run
+    on: logical CPUs and GPUs, and custom resources (a node started with
+    `--resources '{"NAME": 1}'` offers NAME)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_cpus: float = Field(default=0.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+
+
 class DeploymentConfig(BaseModel):
     """A whole tetriserve deployment: where it listens and what it is made of."""
 
@@ -131,6 +148,25 @@ class DeploymentConfig(BaseModel):
     # Tokens per prefill forward pass (ChunkSize); None: profiled at start-up (the knee).
     chunk_tokens: PositiveInt | None = None
     scheduling: SchedulingConfig = SchedulingConfig()
+    # Per role, the resources its actors claim (`placed`); a role not named claims nothing
+    # but, with CUDA engines, a GPU per serving instance.
+    placement: dict[PlacedRole, RolePlacement] = Field(default_factory=dict)
+
+    def placed(self, role: PlacedRole, engine_gpus: float = 0.0) -> RolePlacement:
+        """What each actor of `role` claims. Engines bind their own cores (no logical CPU is
+        claimed by default: a small machine could not start them all otherwise); a serving
+        instance with a CUDA engine claims `engine_gpus` (`gpus_per_engine`), so that Ray
+        hands each engine a GPU of its own, or its share of one."""
+        if role in self.placement:
+            return self.placement[role]
+        if role in ("prefill", "decode"):
+            return RolePlacement(num_gpus=engine_gpus)
+        return RolePlacement()
+
+    def gpus_per_engine(self, cluster_gpus: float) -> float:
+        """A GPU per serving engine while the cluster has enough, else an equal share."""
+        engines = self.prefill + self.decode
+        return min(1.0, cluster_gpus / engines)
 
     def core_partners(self, cpu_engines: bool) -> dict[str, str]:
         """Instance → the partner whose core it also runs on: prefill i and decode i, both

@@ -30,7 +30,7 @@ from actors.request.request_path import ColocatedPath, DisaggregatedPath
 from actors.scheduler.global_scheduler import GlobalScheduler
 from actors.switch.supernic_switch import SuperNICSwitch
 from cluster.checkpoint import CheckpointInfo, inspect_checkpoint
-from cluster.config import DeploymentConfig, EngineConfig
+from cluster.config import DeploymentConfig, EngineConfig, RolePlacement
 from cluster.instance_flip import Role
 from cluster.kv_capability import deployment_secret
 from cluster.kv_pages import PageLayout
@@ -59,12 +59,16 @@ KV_CONNECTOR = {
 
 
 def _actor(
-    cls: type, name: str, concurrent: bool = True, restarts: int = 0, retried: bool = False
+    cls: type,
+    name: str,
+    placed: RolePlacement,
+    concurrent: bool = True,
+    restarts: int = 0,
+    retried: bool = False,
 ) -> Any:
     """Options for one actor of the deployment.
 
-    Engines bind to cores explicitly (EngineConfig.cpu_cores); Ray's CPU accounting would
-    only keep a small machine from starting every actor, so no actor claims a logical CPU.
+    `placed`: the Ray resources it claims (DeploymentConfig.placed), which decide its node.
     `concurrent` is for asyncio actors (instances, scheduler); actors with synchronous
     methods and state (memory nodes, switch, adapter store) take one call at a time.
     Under `serve run` the builder runs in a task that ends once the app is built, so its
@@ -76,12 +80,21 @@ def _actor(
     lifetime = "detached" if _DETACHED else None
     return ray.remote(cls).options(
         name=name,
-        num_cpus=0,
+        num_cpus=placed.num_cpus,
+        num_gpus=placed.num_gpus,
+        resources=dict(placed.resources),
         max_concurrency=1000 if concurrent else 1,
         lifetime=lifetime,
         max_restarts=restarts,
         max_task_retries=-1 if retried else 0,
     )
+
+
+def _engine_gpus(config: DeploymentConfig) -> float:
+    """What each CUDA engine claims of the cluster's GPUs (nothing for CPU engines)."""
+    if resolve_device(config.device) != "cuda":
+        return 0.0
+    return config.gpus_per_engine(ray.cluster_resources().get("GPU", 0.0))
 
 
 def _max_num_seqs(config: DeploymentConfig, cores: int) -> int | None:
@@ -134,7 +147,8 @@ def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> Col
     seqs = _max_num_seqs(config, cores=os.cpu_count() or 1) or engine.max_num_seqs
     engine = engine.model_copy(update={"cpu_cores": None, "max_num_seqs": seqs})
     adapters = {name: info.path for name, info in checkpoint.adapters.items()}
-    instance = _actor(EngineInstance, "engine-0").remote(engine, adapters)
+    placed = config.placed("prefill", _engine_gpus(config))  # one engine: prefill's placement
+    instance = _actor(EngineInstance, "engine-0", placed).remote(engine, adapters)
     ray.get(instance.ready.remote())
     return ColocatedPath(instance, str(checkpoint.model_dir))
 
@@ -153,17 +167,22 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     secret = deployment_secret()
     names = [memory_node_name(i) for i in range(config.memory_nodes)]
     nodes = {
-        name: _actor(MemoryNode, name, concurrent=False, restarts=RESTARTS).remote(
-            name, secret=secret
-        )
+        name: _actor(
+            MemoryNode, name, config.placed("memory_node"), concurrent=False, restarts=RESTARTS
+        ).remote(name, secret=secret)
         for name in names
     }
-    switch = _actor(SuperNICSwitch, "switch-0", concurrent=False, restarts=RESTARTS).remote(
-        nodes, secret=secret, port=free_port()
-    )
+    switch = _actor(
+        SuperNICSwitch, "switch-0", config.placed("switch"), concurrent=False, restarts=RESTARTS
+    ).remote(nodes, secret=secret, port=free_port())
     address = ray.get(switch.address.remote())
     store = _actor(
-        LoRAAdapterStore, "adapter-store", concurrent=False, restarts=RESTARTS, retried=True
+        LoRAAdapterStore,
+        "adapter-store",
+        config.placed("adapter_store"),
+        concurrent=False,
+        restarts=RESTARTS,
+        retried=True,
     ).remote(checkpoint.adapters)
     chunk = chunk_tokens(config, checkpoint)
     cpu_engines = resolve_device(config.device) == "cpu"
@@ -201,8 +220,11 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         block_size=engines["prefill-0"].block_size,
         dtype_bytes=4 if cpu_engines else 2,
     )
+    engine_gpus = _engine_gpus(config)
     instances = {
-        name: _actor(ServingInstance, name, restarts=RESTARTS).remote(
+        name: _actor(
+            ServingInstance, name, config.placed(role.value, engine_gpus), restarts=RESTARTS
+        ).remote(
             name,
             role.value,
             engines[name],
@@ -219,7 +241,13 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
     ray.get([h.load_report.remote() for h in instances.values()])
     scheduling = config.scheduling
     infrastructure = {"switch-0": switch, "adapter-store": store, **nodes}
-    scheduler = _actor(GlobalScheduler, "global-scheduler", restarts=RESTARTS, retried=True).remote(
+    scheduler = _actor(
+        GlobalScheduler,
+        "global-scheduler",
+        config.placed("scheduler"),
+        restarts=RESTARTS,
+        retried=True,
+    ).remote(
         instances,
         {name: role.value for name, role in roles.items()},
         max_outstanding=config.max_outstanding,
@@ -282,7 +310,11 @@ def build_app(config: DeploymentConfig) -> serve.Application:
     builder = _colocated_path if config.colocated else _disaggregated_path
     path = builder(config, checkpoint)
     max_model_len = min(config.max_model_len, checkpoint.max_model_len)
-    return OpenAIIngress.options(ray_actor_options={"num_cpus": 0}).bind(
+    ingress = config.placed("ingress")
+    options = {"num_cpus": ingress.num_cpus, "num_gpus": ingress.num_gpus}
+    if ingress.resources:
+        options["resources"] = dict(ingress.resources)
+    return OpenAIIngress.options(ray_actor_options=options).bind(
         path, str(model_dir), max_model_len, sorted(checkpoint.adapters), config.max_body_bytes
     )
 

@@ -25,6 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a running Ray cluster to join, e.g. 10.0.0.2:6379 (default: RAY_ADDRESS, "
         "else a new local cluster)",
     )
+    parser.add_argument(
+        "--placement",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML or JSON: per role (prefill, decode, memory_node, switch, adapter_store, "
+        "scheduler, ingress), the Ray resources its actors claim: num_cpus, num_gpus, "
+        "resources {NAME: amount}",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=9000)
@@ -148,7 +157,22 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         max_body_bytes=args.max_body_bytes,
         chunk_tokens=args.chunk_tokens,
         scheduling=scheduling_from_args(args),
+        placement=read_placement(args.placement) if args.placement else {},
     )
+
+
+def read_placement(path: Path) -> dict:
+    """A placement file's mapping (validated by DeploymentConfig); YAML, of which JSON is a
+    subset."""
+    import yaml
+
+    try:
+        placement = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"tetriserve: cannot read placement file {path}: {exc}") from None
+    if not isinstance(placement, dict):
+        raise SystemExit(f"tetriserve: placement file {path} must hold a mapping of roles")
+    return placement
 
 
 def write_scrape_config(config: DeploymentConfig) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from cluster.config import SchedulingConfig
+from cluster.config import DeploymentConfig, RolePlacement, SchedulingConfig
 from deploy.cli import build_parser
 from deploy.serve_cmd import config_from_args
 
@@ -84,3 +84,43 @@ def test_prefill_core_share_flag_reaches_the_config() -> None:
 def test_body_limit_flag_reaches_the_config() -> None:
     assert _config().max_body_bytes == 4 * 2**20
     assert _config("--max-body-bytes", "1024").max_body_bytes == 1024
+
+
+def test_a_placement_file_says_what_each_role_claims(tmp_path) -> None:
+    placement = tmp_path / "placement.yaml"
+    placement.write_text(
+        "prefill: {resources: {node_a: 1}}\n"
+        "decode: {num_cpus: 1, resources: {node_b: 1}}\n"
+        "memory_node: {resources: {node_c: 0.5}}\n"
+    )
+    config = _config("--placement", str(placement))
+    assert config.placed("prefill").resources == {"node_a": 1}
+    assert (config.placed("decode").num_cpus, config.placed("decode").resources) == (
+        1,
+        {"node_b": 1},
+    )
+    assert config.placed("memory_node").resources == {"node_c": 0.5}
+    assert config.placed("switch") == config.placed("ingress") == RolePlacement()
+
+
+def test_json_placement_works_too_and_unknown_roles_or_fields_are_refused(tmp_path) -> None:
+    placement = tmp_path / "placement.json"
+    placement.write_text('{"scheduler": {"num_gpus": 0, "resources": {"head": 1}}}')
+    assert _config("--placement", str(placement)).placed("scheduler").resources == {"head": 1}
+    placement.write_text('{"router": {"num_cpus": 1}}')
+    with pytest.raises(pydantic.ValidationError, match="router"):
+        _config("--placement", str(placement))
+    placement.write_text('{"decode": {"num_tpus": 1}}')
+    with pytest.raises(pydantic.ValidationError, match="num_tpus"):
+        _config("--placement", str(placement))
+    placement.write_text("- prefill\n")
+    with pytest.raises(SystemExit, match="mapping of roles"):
+        _config("--placement", str(placement))
+
+
+def test_cuda_engines_claim_a_gpu_each_or_an_equal_share_of_too_few() -> None:
+    config = DeploymentConfig(prefill=1, decode=1)
+    assert config.gpus_per_engine(4) == 1.0 and config.gpus_per_engine(1) == 0.5
+    assert config.placed("decode", engine_gpus=0.5).num_gpus == 0.5
+    assert config.placed("memory_node", engine_gpus=0.5).num_gpus == 0  # engines only
+    assert config.placed("prefill").num_gpus == 0  # CPU engines claim nothing
