@@ -79,6 +79,9 @@ class TetriserveConnector(KVConnectorBase_V1):
         self._block_size = vllm_config.cache_config.block_size
         extra = self._kv_transfer_config.kv_connector_extra_config
         self._switch_address: str = extra["switch_address"]
+        # The Ray node the engine is on: only memory nodes of the same node are reached
+        # one-sided, through their arenas (None: any on this machine).
+        self._node: str | None = extra.get("node")
         self._timeout_s = float(extra.get("timeout_s", 5.0))
         # Scheduler side.
         self._producing: dict[str, _Production] = {}
@@ -194,7 +197,8 @@ class TetriserveConnector(KVConnectorBase_V1):
     def _io(self) -> PageIO:
         if self._pages is None:
             client = KVClient(self._switch_address, timeout_s=self._timeout_s)
-            self._pages = PageIO(client, block_bytes(self._caches[0]), len(self._caches))
+            caches = self._caches
+            self._pages = PageIO(client, block_bytes(caches[0]), len(caches), self._node)
         return self._pages
 
     def start_load_kv(self, forward_context: ForwardContext, **kwargs: Any) -> None:

@@ -17,6 +17,7 @@ from actors.instances.decode_instance import DecodeInstance
 from actors.instances.prefill_instance import PrefillInstance
 from actors.instances.serving_engine import ServingEngine
 from actors.kv.kv_client import KVClient
+from actors.node_address import node_tag
 from actors.wire import load_to_wire
 from cluster.config import EngineConfig, SchedulingConfig
 from cluster.instance_flip import Role
@@ -42,6 +43,7 @@ class ServingInstance:
         metrics_port: int | None = None,
     ) -> None:
         self.role = Role(role)
+        config = _on_this_node(config)
         self.serving = ServingEngine(instance_id, config, adapter_store, metrics_port)
         kv = KVClient(switch_address)
         self.prefill_role = PrefillInstance(
@@ -104,3 +106,13 @@ class ServingInstance:
             "cores": self.serving.cores,
             "predictor_observations": self.prefill_role.predictor.observations,
         }
+
+
+def _on_this_node(config: EngineConfig) -> EngineConfig:
+    """`config`, its KV connector told the Ray node the engine runs on (known only here, in
+    the actor Ray placed): the memory nodes it reaches one-sided are those of that node."""
+    if config.kv_transfer is None:
+        return config
+    extra = {**config.kv_transfer.get("kv_connector_extra_config", {}), "node": node_tag()}
+    kv_transfer = {**config.kv_transfer, "kv_connector_extra_config": extra}
+    return config.model_copy(update={"kv_transfer": kv_transfer})

@@ -25,6 +25,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from actors.node_address import LOCAL_TAG
+
 HEADER_BYTES = 4096
 _HEADER = struct.Struct("<8s16s")  # magic, arena id
 _MAGIC = b"TSARENA1"
@@ -47,10 +49,11 @@ class SharedArena:
         self.buffer = memoryview(mapping)[HEADER_BYTES:]
 
     @classmethod
-    def create(cls, size: int) -> SharedArena:
+    def create(cls, size: int, node: str = LOCAL_TAG) -> SharedArena:
+        """A new arena of `size` bytes, named after its maker and the node it is on."""
         _sweep()
         arena_id = uuid.uuid4()
-        path = arena_dir() / f"{_PREFIX}-{os.getpid()}-{arena_id.hex}"
+        path = arena_dir() / f"{_PREFIX}-{os.getpid()}-{node}-{arena_id.hex}"
         # Owner-only: the one-sided path checks no capability, so no other user may map it.
         with os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600), "wb") as file:
             file.truncate(HEADER_BYTES + size)
@@ -58,10 +61,13 @@ class SharedArena:
         return cls(path, _map(path), owner=True)
 
     @classmethod
-    def attach(cls, name: str) -> SharedArena | None:
-        """The arena called `name` if it lives on this machine, else None."""
+    def attach(cls, name: str, node: str | None = None) -> SharedArena | None:
+        """The arena called `name` if it lives on this machine, and on node `node` when one
+        is given (Ray nodes that share a machine share nothing here), else None."""
         path = arena_dir() / name
         if not name.startswith(_PREFIX) or not path.exists():
+            return None
+        if node is not None and arena_node(name) != node:
             return None
         with contextlib.suppress(OSError, ValueError):
             mapping = _map(path)
@@ -78,6 +84,11 @@ class SharedArena:
             self._mapping.close()
         if self._owner:
             self.path.unlink(missing_ok=True)
+
+
+def arena_node(name: str) -> str:
+    """The tag of the node an arena was made on."""
+    return name.removeprefix(f"{_PREFIX}-").split("-")[1]
 
 
 def _map(path: Path) -> mmap.mmap:

@@ -4,13 +4,14 @@ Called by the KV connector's worker side (actors/engine/kv_connector.py), in the
 worker process. A page (named by the handle of its lease, `KVClient.alloc_pages`) is reached
 one of two ways:
 
-- one-sided, when its memory node's shared arena is on this machine (actors/kv/arena.py):
+- one-sided, when its memory node's shared arena is on this machine and on the engine's
+  Ray node (actors/kv/arena.py):
   each layer's blocks are copied straight into their places in the arena as the forward
   pass makes them, the trailers last; a read checks the trailers, then copies each layer's
   blocks back. No code of the memory node or the switch runs for it. The bytes moved are
   reported to the switch afterwards, in batches, and it prices and accounts them as if they
   had crossed it.
-- through the switch, from another machine: the pages are staged in host memory and sent
+- through the switch, from another node: the pages are staged in host memory and sent
   whole, all of a step's in one call; a read comes back the same way.
 
 Pages that follow one another in one buffer (a lease's pages usually do: the memory node
@@ -99,8 +100,13 @@ class Placed:
 
 
 class PageIO:
-    def __init__(self, client: KVClient, block_bytes: int, layers: int) -> None:
+    def __init__(
+        self, client: KVClient, block_bytes: int, layers: int, node: str | None = None
+    ) -> None:
+        """`node`: the tag of the Ray node the engine runs on; only the arenas of memory
+        nodes on it are used (None: any arena on this machine)."""
         self.client = client
+        self.node = node
         self.block_bytes = block_bytes
         self.layers = layers
         self.page_bytes = layers * block_bytes + TRAILER_BYTES
@@ -114,7 +120,7 @@ class PageIO:
     def _arena(self, handle: PageHandle) -> torch.Tensor | None:
         """The page's memory node's arena, when that is on this machine."""
         if handle.arena not in self._arenas:
-            arena = SharedArena.attach(handle.arena) if handle.arena else None
+            arena = SharedArena.attach(handle.arena, self.node) if handle.arena else None
             self._arenas[handle.arena] = (
                 (arena, torch.frombuffer(arena.buffer, dtype=torch.uint8)) if arena else None
             )

@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 from actors import cpu_priority
 from actors.kv.arena import SharedArena
 from actors.memory.clio_memory import ClioMemory
+from actors.node_address import node_tag
 from actors.wire import handle_to_wire, key_from_wire
 from cluster.kv_capability import CapabilityAuthority
 from cluster.kv_pages import PageHandle
@@ -64,7 +65,7 @@ class MemoryNode:
         self.arena: SharedArena | None = None
         params = board or ClioParams()
         if memory is None:
-            self.arena = SharedArena.create(params.physical_memory_bytes)
+            self.arena = SharedArena.create(params.physical_memory_bytes, node=node_tag())
             mapped = MappedMemory(params.page_size, self.arena.buffer)
             memory = ClioMemory(ClioBoard(params, memory=mapped))
         self.memory = memory

@@ -1,11 +1,11 @@
 """A memory node's shared arena: only its own user may map it, and an engine attaches it by
-name."""
+name, when it runs on the arena's node."""
 
 from __future__ import annotations
 
 import stat
 
-from actors.kv.arena import SharedArena
+from actors.kv.arena import SharedArena, arena_node
 
 
 def test_the_arena_is_owner_only_and_attaches_by_name() -> None:
@@ -20,3 +20,19 @@ def test_the_arena_is_owner_only_and_attaches_by_name() -> None:
     finally:
         arena.close()
     assert not arena.path.exists()
+
+
+def test_an_engine_attaches_only_the_arenas_of_its_own_node() -> None:
+    arena = SharedArena.create(1 << 16, node="nodea")
+    try:
+        assert arena_node(arena.name) == "nodea"
+        here = SharedArena.attach(arena.name, node="nodea")
+        assert here is not None
+        here.close()
+        # Another Ray node on the same machine: the file is there, but not for it.
+        assert SharedArena.attach(arena.name, node="nodeb") is None
+        anywhere = SharedArena.attach(arena.name)  # no node given: any on this machine
+        assert anywhere is not None
+        anywhere.close()
+    finally:
+        arena.close()
