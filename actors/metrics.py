@@ -13,7 +13,14 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from actors.node_address import node_host
@@ -59,6 +66,28 @@ KV_TOKENS_LOADED = Counter(
     " its own prefix cache.",
     ["actor"],
 )
+
+KV_FAILURES = Counter(
+    "tetriserve:kv_transfer_failures",
+    "Requests whose KV did not travel from prefill to decode through memory nodes, so that"
+    " the decode recomputed it, by reason: alloc (no pages could be leased), lease_expired"
+    " (the lease ran out before it was written or read), load (fewer prompt tokens arrived"
+    " than the lease held: a save or a load failed).",
+    ["actor", "reason"],
+)
+
+KV_FAILURE_REASONS = ("alloc", "lease_expired", "load")
+
+
+def kv_failures(actor: str) -> dict[str, int]:
+    """This process's count of `actor`'s KV failures, by reason (those that happened)."""
+    counts = {
+        reason: REGISTRY.get_sample_value(
+            "tetriserve:kv_transfer_failures_total", {"actor": actor, "reason": reason}
+        )
+        for reason in KV_FAILURE_REASONS
+    }
+    return {reason: int(count) for reason, count in counts.items() if count}
 
 
 class ClusterStats:

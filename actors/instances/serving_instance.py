@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from actors import metrics
 from actors.instances.decode_instance import DecodeInstance
 from actors.instances.prefill_instance import PrefillInstance
 from actors.instances.serving_engine import ServingEngine
@@ -105,6 +106,7 @@ class ServingInstance:
             "busy_seconds": self.serving.busy_seconds,
             "cores": self.serving.cores,
             "predictor_observations": self.prefill_role.predictor.observations,
+            "kv_failures": metrics.kv_failures(self.serving.instance_id),
         }
 
 
