@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,8 @@ PROMPTS = [
     "bytes cross the switch",
 ]
 MAX_TOKENS = 16
+NODE_ATTEMPTS = 3
+LIVE_NODE = re.compile(r"^ *1 node_[0-9a-f]{40,}$", re.MULTILINE)  # `ray status`, Active:
 # A loopback cluster of the test's own: no token to hand around.
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0"}
 ENV.pop("RAY_ADDRESS", None)
@@ -88,58 +91,59 @@ def _node_command(ip: str, resource: str, head: str | None, temp_dir: str) -> li
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen]]:
-    """The three nodes, each `ray start --block` in its own process group (killed whole);
-    this process joins them as a driver."""
+    """The three nodes, started one after another, each `ray start --block` in its own
+    process group (killed whole); this process joins them as a driver."""
     temp_dir = tempfile.mkdtemp(prefix="ray-multi-node-")
     logs = tmp_path_factory.mktemp("nodes")
     started: dict[str, subprocess.Popen] = {}
     head = None
     try:
         for ip, resource in NODES.items():
-            command = _node_command(ip, resource, head, temp_dir)
-            started[ip] = subprocess.Popen(
-                command,
-                stdout=(logs / f"{ip}.log").open("wb"),
-                stderr=subprocess.STDOUT,
-                env=ENV,
-                start_new_session=True,
-            )
-            if head is None:
-                head = f"{ip}:{command[command.index('--port') + 1]}"
-                _wait_for_head(head, started[ip])
+            for attempt in range(NODE_ATTEMPTS):
+                command = _node_command(ip, resource, head, temp_dir)  # fresh ports each time
+                address = head or f"{ip}:{command[command.index('--port') + 1]}"
+                log = (logs / f"{ip}-{attempt}.log").open("wb")
+                started[ip] = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
+                )
+                if _joined(address, len(started), started[ip]):
+                    head = address
+                    break
+                _kill(started[ip])  # `ray start` gives a node 30 s: a busy machine may need more
+            else:
+                pytest.fail(f"node {ip} did not start in {NODE_ATTEMPTS} attempts; logs in {logs}")
         os.environ["RAY_AUTH_MODE"] = "disabled"
         ray.init(address=head, namespace="tetriserve-multi-node-test")
-        _wait_for_nodes(len(NODES), started)
         yield started
     finally:
         ray.shutdown()
         for process in started.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(60)
+            _kill(process)
         os.environ.pop("RAY_AUTH_MODE", None)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for_head(head: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "ray start --head exited"
+def _kill(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(60)
+
+
+def _joined(head: str, count: int, process: subprocess.Popen) -> bool:
+    """Whether the cluster at `head` has `count` live nodes before `process` (the last
+    node's `ray start`) gives up."""
+    deadline = time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
         status = subprocess.run(
-            [str(BIN / "ray"), "status", "--address", head], env=ENV, capture_output=True
+            [str(BIN / "ray"), "status", "--address", head], env=ENV, capture_output=True, text=True
         )
-        if status.returncode == 0:
-            return
+        if (
+            status.returncode == 0
+            and len(LIVE_NODE.findall(status.stdout.split("Pending:")[0])) >= count
+        ):
+            return True
         time.sleep(1)
-    raise TimeoutError(f"no Ray head at {head}")
-
-
-def _wait_for_nodes(count: int, processes: dict[str, subprocess.Popen]) -> None:
-    deadline = time.monotonic() + 120
-    while sum(node["Alive"] for node in ray.nodes()) < count:
-        assert all(p.poll() is None for p in processes.values()), "a ray start exited"
-        assert time.monotonic() < deadline, f"{count} nodes did not join"
-        time.sleep(1)
+    return False
 
 
 @pytest.fixture(scope="module")
