@@ -36,7 +36,9 @@ from deploy.app_builder import build_app, shut_down
 from deploy.prometheus_config import actor_targets
 from tests.support import free_port, plain_vllm
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# Run on its own: `.venv/bin/python -m pytest -m multinode tests/e2e/test_multi_node.py`
+# (deselected from the default run; see the marker in pyproject.toml).
+pytestmark = [pytest.mark.e2e, pytest.mark.multinode, pytest.mark.timeout(900)]
 
 BIN = Path(sys.executable).parent
 NODES = {"127.0.0.2": "node_a", "127.0.0.3": "node_b", "127.0.0.4": "node_c"}
