@@ -79,6 +79,15 @@ KV_FAILURES = Counter(
 KV_FAILURE_REASONS = ("alloc", "lease_expired", "load")
 
 
+def kv_failed(actor: str, request_id: str, reason: str, detail: str) -> None:
+    """A request whose KV will not travel from prefill to decode (its decode recomputes
+    it): logged with its id, and counted by reason."""
+    log.warning(
+        "KV of %s did not travel (%s: %s); its decode recomputes", request_id, reason, detail
+    )
+    KV_FAILURES.labels(actor, reason).inc()
+
+
 def kv_failures(actor: str) -> dict[str, int]:
     """This process's count of `actor`'s KV failures, by reason (those that happened)."""
     counts = {

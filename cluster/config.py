@@ -110,6 +110,14 @@ class RolePlacement(BaseModel):
     num_gpus: float = Field(default=0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict)
 
+    def ray_options(self) -> dict[str, object]:
+        """As Ray's actor options take it."""
+        return {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "resources": dict(self.resources),
+        }
+
 
 class DeploymentConfig(BaseModel):
     """A whole tetriserve deployment: where it listens and what it is made of."""

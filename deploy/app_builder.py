@@ -80,9 +80,7 @@ def _actor(
     lifetime = "detached" if _DETACHED else None
     return ray.remote(cls).options(
         name=name,
-        num_cpus=placed.num_cpus,
-        num_gpus=placed.num_gpus,
-        resources=dict(placed.resources),
+        **placed.ray_options(),
         max_concurrency=1000 if concurrent else 1,
         lifetime=lifetime,
         max_restarts=restarts,
@@ -310,10 +308,7 @@ def build_app(config: DeploymentConfig) -> serve.Application:
     builder = _colocated_path if config.colocated else _disaggregated_path
     path = builder(config, checkpoint)
     max_model_len = min(config.max_model_len, checkpoint.max_model_len)
-    ingress = config.placed("ingress")
-    options = {"num_cpus": ingress.num_cpus, "num_gpus": ingress.num_gpus}
-    if ingress.resources:
-        options["resources"] = dict(ingress.resources)
+    options = config.placed("ingress").ray_options()
     return OpenAIIngress.options(ray_actor_options=options).bind(
         path, str(model_dir), max_model_len, sorted(checkpoint.adapters), config.max_body_bytes
     )

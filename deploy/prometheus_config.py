@@ -58,16 +58,15 @@ def actor_targets(config: DeploymentConfig) -> list[dict]:
     actor that does not answer (restarting) is left out until it does."""
     import ray
 
-    names = ["global-scheduler", *config.instance_roles()] if metrics_ports(config) else []
+    roles = {"global-scheduler": "scheduler", **config.instance_roles()}
     groups = []
-    for name in names:
+    for name in metrics_ports(config):  # the actors that export
         try:
             target = ray.get(ray.get_actor(name).metrics_target.remote(), timeout=TARGET_TIMEOUT_S)
         except (ValueError, ray.exceptions.RayError):  # no such actor yet, or it died
             continue
         if target is not None:
-            role = config.instance_roles().get(name, "scheduler")
-            groups.append({"targets": [target], "labels": {"actor": name, "role": role}})
+            groups.append({"targets": [target], "labels": {"actor": name, "role": roles[name]}})
     return groups
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from cluster.kv_transfer import TransferParams, lease_usable
 from cluster.placement import InstanceLoad
 from cluster.request import TokenDelta, merge_deltas
 from tetriserve.v1 import scheduling_pb2
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -104,7 +101,12 @@ class DecodeInstance:
             decoding = await self._admit(request.request_id, task)
             if consume.pages and not lease_usable(lease.expires_at_unix_s, time.time()):
                 consume = dataclasses.replace(consume, pages=())  # admitted too late: recompute
-                self._kv_failed(request.request_id, "lease_expired", "admitted too late")
+                metrics.kv_failed(
+                    self.serving.instance_id,
+                    request.request_id,
+                    "lease_expired",
+                    "admitted too late",
+                )
             steps = self.serving.generate(request, consume.to_kv_transfer_params(), len(prior))
             async for delta in coalesce(steps, self.stream_interval_s):
                 decoding.generated += len(delta.token_ids)
@@ -116,17 +118,15 @@ class DecodeInstance:
                     )
                     if consume.pages and delta.cached_tokens < consume.num_tokens:
                         missing = f"{delta.cached_tokens} of {consume.num_tokens} tokens arrived"
-                        self._kv_failed(request.request_id, "load", missing)
+                        metrics.kv_failed(
+                            self.serving.instance_id, request.request_id, "load", missing
+                        )
                     asyncio.get_running_loop().run_in_executor(None, self._release, lease, tenant)
                 yield delta_to_wire(delta).SerializeToString()
         finally:
             if not released:  # not awaited: a second cancellation cannot stop it
                 asyncio.get_running_loop().run_in_executor(None, self._release, lease, tenant)
             await self._finished(request.request_id)
-
-    def _kv_failed(self, request_id: str, reason: str, detail: str) -> None:
-        log.warning("KV of %s did not arrive (%s: %s); recomputed", request_id, reason, detail)
-        metrics.KV_FAILURES.labels(self.serving.instance_id, reason).inc()
 
     def stream_interval_s(self) -> float:
         """How long a stream gathers steps into one message: the running streams share

@@ -134,7 +134,12 @@ class PrefillInstance:
                     lease = await asyncio.shield(self._start_lease(request, tenant, prompt))
                 if lease.lease_id and not lease_usable(lease.expires_at_unix_s, time.time()):
                     self._give_back(request.request_id)  # too short to write: decode recomputes
-                    self._kv_failed(request.request_id, "lease_expired", "too short to write")
+                    metrics.kv_failed(
+                        self.serving.instance_id,
+                        request.request_id,
+                        "lease_expired",
+                        "too short to write",
+                    )
                     lease = kv_pb2.KVLease(request_id=request.request_id)
                 yield _event(started=scheduling_pb2.PrefillStarted())
                 first = await self._first_step(request, tenant, capability, prompt, lease)
@@ -293,12 +298,6 @@ class PrefillInstance:
         decision.heavy_decode = heavy
         decision.policy = type(self.dispatcher).__name__
 
-    def _kv_failed(self, request_id: str, reason: str, detail: str) -> None:
-        log.warning(
-            "KV of %s will not reach its decode (%s: %s); it recomputes", request_id, reason, detail
-        )
-        metrics.KV_FAILURES.labels(self.serving.instance_id, reason).inc()
-
     def is_heavy(self, prediction: LengthPrediction) -> bool:
         return prediction.lower_tokens >= self.heavy_decode_tokens
 
@@ -312,7 +311,7 @@ class PrefillInstance:
                 tenant, count, self.layout.page_bytes, lease_id, self.lease_ttl_s
             )
         except KVTransferError as exc:
-            self._kv_failed(request.request_id, "alloc", str(exc))
+            metrics.kv_failed(self.serving.instance_id, request.request_id, "alloc", str(exc))
             return kv_pb2.KVLease(request_id=request.request_id)
         lease.request_id = request.request_id
         lease.num_tokens = len(prompt)
