@@ -4,13 +4,17 @@ Names follow vLLM's where the meaning is the same, under the `tetriserve:` prefi
 the ingress records request latencies (TTFT, inter-token, end-to-end) and outcomes;
 instances and the scheduler export queue depths; the switch and memory nodes export KV
 bytes moved and pages in use. Each actor process serves its own registry on its own port
-(`expose`); the ingress also answers `GET /metrics` on the HTTP port.
+(`expose`); the ingress also answers `GET /metrics` on the HTTP port. A serving instance's
+exporter also carries its engine's own `vllm:*` metrics (vLLM registers them in the same
+process registry).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -77,6 +81,50 @@ KV_FAILURES = Counter(
 )
 
 KV_FAILURE_REASONS = ("alloc", "lease_expired", "load")
+INSTANCE_ROLES = ("prefill", "decode")
+
+API_ERRORS = Counter(
+    "tetriserve:api_errors",
+    "Requests answered with an error (OpenAI's error shape), by HTTP status code; gRPC"
+    " refusals count under the HTTP status they map from.",
+    ["code"],
+)
+API_ERROR_CODES = (400, 404, 413, 429, 500)
+
+# Where an instance finds a LoRA adapter: `host` is the instance's machine (files fetched
+# from the adapter store); a miss there is a load into it.
+ADAPTER_TIERS = ("host",)
+ADAPTER_HITS = Counter(
+    "tetriserve:adapter_tier_hits", "Requests whose adapter a tier already held.", ["actor", "tier"]
+)
+ADAPTER_LOADS = Counter(
+    "tetriserve:adapter_tier_loads", "Adapters loaded into a tier.", ["actor", "tier"]
+)
+ADAPTER_EVICTIONS = Counter(
+    "tetriserve:adapter_tier_evictions", "Adapters evicted from a tier.", ["actor", "tier"]
+)
+ADAPTER_LOAD_SECONDS = Histogram(
+    "tetriserve:adapter_tier_load_seconds",
+    "Time to load an adapter into a tier.",
+    ["actor", "tier"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+def start_instance_series(actor: str) -> None:
+    """Every labelled series a serving instance exports, at 0 from its start: a rate or
+    an alert over them finds data before the first event (Prometheus's advice for
+    counters with labels)."""
+    for reason in KV_FAILURE_REASONS:
+        KV_FAILURES.labels(actor, reason)
+    for tier in ADAPTER_TIERS:
+        for family in (ADAPTER_HITS, ADAPTER_LOADS, ADAPTER_EVICTIONS, ADAPTER_LOAD_SECONDS):
+            family.labels(actor, tier)
+
+
+def start_ingress_series() -> None:
+    for code in API_ERROR_CODES:
+        API_ERRORS.labels(str(code))
 
 
 def kv_failed(actor: str, request_id: str, reason: str, detail: str) -> None:
@@ -100,15 +148,41 @@ def kv_failures(actor: str) -> dict[str, int]:
 
 
 class ClusterStats:
-    """KV bytes through switches and pages held by memory nodes, as last polled by the
-    cluster monitor; registered in the scheduler's process, read at scrape time."""
+    """What the scheduler knows of the cluster, read at scrape time in its process: KV bytes
+    through switches and their tenants' DRF shares, pages and bytes held by memory nodes
+    (as last polled by the cluster monitor, which fills this cache), and each serving
+    instance's role, whether it answered, and its flips (read from the scheduler itself
+    through `instances` and `flips`, their one owner)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        instances: Callable[[], dict[str, tuple[str, bool]]] = dict,
+        flips: Callable[[], list[tuple[str, str]]] = list,
+        tenant_names: Mapping[int, str] | None = None,
+    ) -> None:
+        self.instances, self.flips = instances, flips
+        self.tenant_names = tenant_names if tenant_names is not None else {}
         self.switch_bytes: dict[str, tuple[int, int]] = {}  # switch -> (to nodes, from nodes)
         self.compression_ratio: dict[str, float] = {}  # switch -> bytes carried / on wire
+        self.switch_shares: dict[str, dict[str, float]] = {}  # switch -> tenant -> share
         self.pages_in_use: dict[str, int] = {}
+        self.tenant_pages: dict[str, dict[int, int]] = {}  # memory node -> tenant -> pages
+        self.region_bytes: dict[str, int] = {}
+        self.capacity_bytes: dict[str, int] = {}
+
+    def tenant(self, tenant: int | str) -> str:
+        """A tenant's label: the model name requests gave it, else its id."""
+        try:
+            return self.tenant_names.get(int(tenant), str(tenant))
+        except ValueError:  # not a KV tenant id
+            return str(tenant)
 
     def collect(self):
+        yield from self._switches()
+        yield from self._memory_nodes()
+        yield from self._instances()
+
+    def _switches(self):
         moved = CounterMetricFamily(
             "tetriserve:kv_transfer_bytes",
             "KV bytes that crossed a SuperNIC switch, to or from memory nodes.",
@@ -126,6 +200,17 @@ class ClusterStats:
         for switch, value in self.compression_ratio.items():
             ratio.add_metric([switch], value)
         yield ratio
+        shares = GaugeMetricFamily(
+            "tetriserve:switch_tenant_share",
+            "Each tenant's dominant share of its switch's traffic, as DRF counts it.",
+            labels=["switch", "tenant"],
+        )
+        for switch, tenants in self.switch_shares.items():
+            for tenant, share in tenants.items():
+                shares.add_metric([switch, self.tenant(tenant)], share)
+        yield shares
+
+    def _memory_nodes(self):
         pages = GaugeMetricFamily(
             "tetriserve:memory_node_pages_in_use",
             "KV pages held by a memory node.",
@@ -134,6 +219,45 @@ class ClusterStats:
         for node, count in self.pages_in_use.items():
             pages.add_metric([node], count)
         yield pages
+        by_tenant = GaugeMetricFamily(
+            "tetriserve:memory_node_tenant_pages",
+            "KV pages a memory node holds in each tenant's address space.",
+            labels=["memory_node", "tenant"],
+        )
+        for node, tenants in self.tenant_pages.items():
+            for tenant, count in tenants.items():
+                by_tenant.add_metric([node, self.tenant(tenant)], count)
+        yield by_tenant
+        for name, doc, values in (
+            ("region_bytes", "Bytes of the memory node's regions given out.", self.region_bytes),
+            ("capacity_bytes", "Bytes the memory node can give out.", self.capacity_bytes),
+        ):
+            gauge = GaugeMetricFamily(f"tetriserve:memory_node_{name}", doc, labels=["memory_node"])
+            for node, value in values.items():
+                gauge.add_metric([node], value)
+            yield gauge
+
+    def _instances(self):
+        states = self.instances()
+        up = GaugeMetricFamily(
+            "tetriserve:instance_up",
+            "1 when a serving instance answered the scheduler's last monitor round, with the"
+            " role it holds now.",
+            labels=["instance_id", "instance_role"],
+        )
+        for name, (role, answered) in states.items():
+            up.add_metric([name, role], 1.0 if answered else 0.0)
+        yield up
+        flips = CounterMetricFamily(
+            "tetriserve:instance_flips",
+            "Role flips of each serving instance, by the role it took.",
+            labels=["instance_id", "to_role"],
+        )
+        counts = collections.Counter(self.flips())
+        for name in states:
+            for role in INSTANCE_ROLES:
+                flips.add_metric([name, role], counts[name, role])
+        yield flips
 
 
 class _TextExposition(BaseHTTPRequestHandler):

@@ -131,6 +131,10 @@ class Spaces:
     def get(self, tenant: int) -> AddressSpace | None:
         return self._tenants.get(tenant)
 
+    def pages_by_tenant(self) -> dict[int, int]:
+        """Live pages in each tenant's space (a space, once opened, stays: 0 pages)."""
+        return {tenant: len(space.pages) for tenant, space in self._tenants.items()}
+
     def open(self, tenant: int) -> AddressSpace:
         """The tenant's space, made on first use."""
         space = self._tenants.get(tenant)

@@ -243,6 +243,9 @@ class PageStore:
     def stats(self) -> dict[str, int]:
         return asdict(self.counters)
 
+    def pages_by_tenant(self) -> dict[int, int]:
+        return self._spaces.pages_by_tenant()
+
     # --- plumbing ---------------------------------------------------------------------------
     def _new_page(self, tenant: int, key: PageKey | None, length: int) -> tuple[Page, float]:
         """A page cut from one of the tenant's arenas, or from a new one; the region's cost."""

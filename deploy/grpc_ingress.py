@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from ray.serve.grpc_util import RayServegRPCContext
 
+from actors.metrics import API_ERRORS
 from actors.wire import delta_to_wire
 from cluster.request import GenerationRequest
 from deploy.openai_protocol import APIError, CompletionRequest, bad_request, new_id, validated
@@ -85,6 +86,7 @@ class GrpcGeneration:
         except APIError as exc:
             if grpc_context is None:
                 raise
+            API_ERRORS.labels(str(exc.status)).inc()
             grpc_context.set_code(STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL))
             grpc_context.set_details(exc.message)
             # A refusal for load carries its Retry-After as trailing metadata.

@@ -25,6 +25,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from actors import cpu_priority
+from actors.metrics import API_ERRORS, start_ingress_series
 from actors.request.request_timer import RequestTimer
 from actors.scheduler.global_scheduler import Overloaded
 from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
@@ -50,6 +51,7 @@ BodyBuilder = Callable[[str, str, str, Any, dict, bool], dict]
 
 @app.exception_handler(APIError)
 async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    API_ERRORS.labels(str(exc.status)).inc()
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
@@ -58,6 +60,7 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     """The framework's own refusals (no such route, method not allowed) in OpenAI's shape."""
     kind = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(exc.status_code, "APIError")
     error = APIError(exc.status_code, str(exc.detail), kind)
+    API_ERRORS.labels(str(exc.status_code)).inc()
     return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
 
 
@@ -101,6 +104,7 @@ class OpenAIIngress(GrpcGeneration):
         max_body_bytes: int,
     ) -> None:
         cpu_priority.yield_to_engines()
+        start_ingress_series()
         self.path = path
         self.adapters = set(adapters)
         self.renderer = PromptRenderer(Path(model_dir), max_model_len)

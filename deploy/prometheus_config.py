@@ -15,6 +15,7 @@ from pathlib import Path
 from cluster.config import DeploymentConfig
 
 TARGET_TIMEOUT_S = 5.0
+ALERT_RULES = Path(__file__).parent / "prometheus" / "alerts.yml"
 
 
 def metrics_ports(config: DeploymentConfig) -> dict[str, int]:
@@ -31,14 +32,21 @@ def metrics_ports(config: DeploymentConfig) -> dict[str, int]:
     return ports
 
 
-def scrape_config(config: DeploymentConfig, targets_file: Path, interval_s: float = 5.0) -> str:
+def scrape_config(
+    config: DeploymentConfig,
+    targets_file: Path,
+    interval_s: float = 5.0,
+    rules: Path | None = ALERT_RULES,
+) -> str:
     """A prometheus.yml that scrapes the ingress, and every actor exporter that
     `targets_file` lists (file-based discovery: Prometheus reads the file again whenever it
-    changes, so actors that move are followed)."""
+    changes, so actors that move are followed), and evaluates the alert `rules`."""
     ingress = f"{config.host}:{config.port}"
     lines = [
         "global:",
         f"  scrape_interval: {interval_s:g}s",
+        f"  evaluation_interval: {interval_s:g}s",
+        *(["rule_files:", f"  - {str(rules)!r}"] if rules is not None else []),
         "scrape_configs:",
         "  - job_name: tetriserve-ingress",
         "    metrics_path: /metrics",
@@ -54,11 +62,12 @@ def scrape_config(config: DeploymentConfig, targets_file: Path, interval_s: floa
 
 def actor_targets(config: DeploymentConfig) -> list[dict]:
     """The file_sd target groups of the deployment's exporters, at the addresses the actors
-    serve them on (their nodes'): one group per actor, labelled with its name and role. An
-    actor that does not answer (restarting) is left out until it does."""
+    serve them on (their nodes'): one group per actor, labelled with its name and the role
+    it holds now (as the scheduler knows it: instances flip). An actor that does not answer
+    (restarting) is left out until it does."""
     import ray
 
-    roles = {"global-scheduler": "scheduler", **config.instance_roles()}
+    roles = {"global-scheduler": "scheduler", **config.instance_roles(), **_current_roles()}
     groups = []
     for name in metrics_ports(config):  # the actors that export
         try:
@@ -81,3 +90,15 @@ def write_targets(path: Path, groups: list[dict]) -> bool:
     staged.write_text(text)
     staged.replace(path)
     return True
+
+
+def _current_roles() -> dict[str, str]:
+    """Each serving instance's role now, from the scheduler (none while it does not answer:
+    the deployment's first roles stand in)."""
+    import ray
+
+    try:
+        scheduler = ray.get_actor("global-scheduler")
+        return ray.get(scheduler.stats.remote(), timeout=TARGET_TIMEOUT_S)["roles"]
+    except (ValueError, ray.exceptions.RayError):
+        return {}

@@ -35,6 +35,7 @@ class ServingEngine:
     ) -> None:
         self.metrics_target = metrics.expose(metrics_port)
         self.instance_id = instance_id
+        metrics.start_instance_series(instance_id)
         self.engine = EngineAdapter(config)
         self._adapter_store = adapter_store
         self._adapter_root = Path(tempfile.mkdtemp(prefix=f"tetriserve-{instance_id}-"))
@@ -44,15 +45,27 @@ class ServingEngine:
         self._busy_since = 0.0
 
     async def _ensure_adapter(self, name: str | None) -> None:
-        if name is None or name in self.engine.adapters or self._adapter_store is None:
+        """The adapter's files on this instance's machine (the `host` tier), fetched from
+        the adapter store on first use."""
+        if name is None or self._adapter_store is None:
             return
-        lock = self._adapter_locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            if name in self.engine.adapters:
-                return
-            request = adapters_pb2.FetchAdapterRequest(name=name).SerializeToString()
-            reply = await self._adapter_store.fetch.remote(request)
-            self.engine.add_adapter(name, materialize(reply, self._adapter_root))
+        if name not in self.engine.adapters:
+            lock = self._adapter_locks.setdefault(name, asyncio.Lock())
+            async with lock:
+                if name not in self.engine.adapters:
+                    await self._load_adapter(name)
+                    return
+        metrics.ADAPTER_HITS.labels(self.instance_id, "host").inc()
+
+    async def _load_adapter(self, name: str) -> None:
+        started = time.monotonic()
+        request = adapters_pb2.FetchAdapterRequest(name=name).SerializeToString()
+        reply = await self._adapter_store.fetch.remote(request)
+        self.engine.add_adapter(name, materialize(reply, self._adapter_root))
+        metrics.ADAPTER_LOADS.labels(self.instance_id, "host").inc()
+        metrics.ADAPTER_LOAD_SECONDS.labels(self.instance_id, "host").observe(
+            time.monotonic() - started
+        )
 
     async def generate(
         self,

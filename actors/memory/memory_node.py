@@ -64,7 +64,9 @@ class MemoryNode:
         self.authority = CapabilityAuthority(secret)
         self.arena: SharedArena | None = None
         params = board or ClioParams()
+        self.capacity_bytes: int | None = None  # unknown for memory handed in
         if memory is None:
+            self.capacity_bytes = params.physical_memory_bytes
             self.arena = SharedArena.create(params.physical_memory_bytes, node=node_tag())
             mapped = MappedMemory(params.page_size, self.arena.buffer)
             memory = ClioMemory(ClioBoard(params, memory=mapped))
@@ -188,6 +190,8 @@ class MemoryNode:
             "name": self.name,
             **self.store.stats(),
             "resident_bytes": resident() if resident else None,
+            "capacity_bytes": self.capacity_bytes,
+            "tenant_pages": self.store.pages_by_tenant(),
             "ops": dict(self.ops),
             "index": self.index.stats(),
         }

@@ -75,9 +75,6 @@ class GlobalScheduler:
     ) -> None:
         cpu_priority.yield_to_engines()
         self._metrics_target = metrics.expose(metrics_port)
-        self.cluster_stats = metrics.ClusterStats()
-        if metrics_port is not None:
-            REGISTRY.register(self.cluster_stats)
         # Memory nodes, switches and the adapter store, whose figures the monitor publishes
         # (the request path holds their handles too, so they outlive a restart of this).
         self.infrastructure = dict(infrastructure or {})
@@ -101,6 +98,12 @@ class GlobalScheduler:
         self.unreachable: set[str] = set()  # until their next load report
         self._lost_this_round: set[str] = set()  # reported lost while a round was under way
         self._monitor: asyncio.Task | None = None
+        self.tenant_names: dict[int, str] = {}  # KV tenant -> the model name requests gave
+        self.cluster_stats = metrics.ClusterStats(
+            self._instance_states, lambda: list(self.flips), self.tenant_names
+        )
+        if metrics_port is not None:
+            REGISTRY.register(self.cluster_stats)
 
     def _start_monitor(self) -> None:
         if self._monitor is None:
@@ -125,7 +128,9 @@ class GlobalScheduler:
         self.in_flight[request.request_id] = chosen
         if owner:
             self.owners[request.request_id] = owner
-        tenant = tenant_id(self.model_id, parse_model_name(request.model or BASE_MODEL_NAME))
+        model = request.model or BASE_MODEL_NAME
+        tenant = tenant_id(self.model_id, parse_model_name(model))
+        self.tenant_names.setdefault(tenant, model)
         decision = scheduling_pb2.DispatchDecision(
             request_id=request.request_id,
             prefill_instance=chosen,
@@ -183,6 +188,13 @@ class GlobalScheduler:
         """Where Prometheus scrapes the scheduler ("host:port"), None when it exports nothing."""
         return self._metrics_target
 
+    def _instance_states(self) -> dict[str, tuple[str, bool]]:
+        """Each serving instance's role now, and whether it answered the last round."""
+        unreachable = set(self.unreachable)
+        return {
+            name: (self.roles.role(name).value, name not in unreachable) for name in self.instances
+        }
+
     def stats(self) -> dict[str, Any]:
         roles = {name: self.roles.role(name).value for name in self.instances}
         return {
@@ -231,14 +243,20 @@ class GlobalScheduler:
         for name, found in (await _answers(polled)).items():
             if not isinstance(found, dict):
                 continue
+            stats = self.cluster_stats
             if name.startswith("memory-"):
-                self.cluster_stats.pages_in_use[name] = found.get("pages_in_use", 0)
+                stats.pages_in_use[name] = found.get("pages_in_use", 0)
+                stats.tenant_pages[name] = dict(found.get("tenant_pages", {}))
+                stats.region_bytes[name] = found.get("region_bytes", 0)
+                if found.get("capacity_bytes") is not None:
+                    stats.capacity_bytes[name] = found["capacity_bytes"]
             else:
-                tenants = found.get("tenants", {}).values()
-                inbound = sum(t.get("bytes_in", 0) for t in tenants)
-                outbound = sum(t.get("bytes_out", 0) for t in tenants)
-                self.cluster_stats.switch_bytes[name] = (inbound, outbound)
-                self.cluster_stats.compression_ratio[name] = found.get("compression_ratio", 1.0)
+                tenants = found.get("tenants", {})
+                inbound = sum(t.get("bytes_in", 0) for t in tenants.values())
+                outbound = sum(t.get("bytes_out", 0) for t in tenants.values())
+                stats.switch_bytes[name] = (inbound, outbound)
+                stats.compression_ratio[name] = found.get("compression_ratio", 1.0)
+                stats.switch_shares[name] = {t: u.get("share", 0.0) for t, u in tenants.items()}
 
     async def _collect_and_broadcast(self) -> None:
         self._lost_this_round = set()

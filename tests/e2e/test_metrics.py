@@ -1,9 +1,13 @@
 """A real Prometheus server scrapes the ingress and every actor of a running deployment,
-the actors found through the file_sd targets file written from their own addresses."""
+the actors found through the file_sd targets file written from their own addresses, with
+the shipped alert rules loaded: every query of the shipped Grafana dashboard and every
+signal an alert reads returns data, and each engine's own vLLM metrics arrive labelled
+with their instance and its role."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -13,11 +17,19 @@ from pathlib import Path
 import httpx
 import pytest
 import ray
+import yaml
 from ray import serve
 
 from cluster.config import DeploymentConfig
+from deploy import grafana_dashboard
 from deploy.app_builder import build_app, shut_down
-from deploy.prometheus_config import actor_targets, metrics_ports, scrape_config, write_targets
+from deploy.prometheus_config import (
+    ALERT_RULES,
+    actor_targets,
+    metrics_ports,
+    scrape_config,
+    write_targets,
+)
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -45,7 +57,9 @@ def prometheus(deployment: DeploymentConfig, tmp_path_factory: pytest.TempPathFa
     workdir = tmp_path_factory.mktemp("prometheus")
     write_targets(workdir / "targets.json", actor_targets(deployment))
     config = workdir / "prometheus.yml"
-    config.write_text(scrape_config(deployment, workdir / "targets.json", interval_s=1))
+    config.write_text(
+        scrape_config(deployment, workdir / "targets.json", interval_s=1, rules=ALERT_RULES)
+    )
     checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     port = free_port()
@@ -130,3 +144,38 @@ def test_every_exporter_answers_at_the_address_its_target_names(
         assert target.rsplit(":", 1)[0] == node  # the node's address, dialable from others
         exposition = httpx.get(f"http://{target}/metrics", timeout=10).text
         assert "tetriserve:num_requests_waiting" in exposition
+
+
+def alert_signals() -> set[str]:
+    """The series the shipped alerts read: recorded signals, gauges, `up`."""
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    exprs = [rule["expr"] for group in groups for rule in group["rules"] if "alert" in rule]
+    return {name for expr in exprs for name in re.findall(r"\b(tetriserve:[\w:]+|up)\b", expr)}
+
+
+def test_every_dashboard_query_and_alert_signal_returns_data(
+    deployment: DeploymentConfig, prometheus: str
+) -> None:
+    base = f"http://{deployment.host}:{deployment.port}"
+    refused = httpx.post(f"{base}/v1/completions", json={"model": "base:nope", "prompt": "x"})
+    assert refused.status_code == 404
+    assert wait_for(prometheus, 'tetriserve:api_errors_total{code="404"} >= 1')
+    dashboard = json.loads(grafana_dashboard.OUTPUT.read_text())
+    for title, expr in grafana_dashboard.panel_queries(dashboard):
+        assert wait_for(prometheus, expr.replace("$__rate_interval", "1m")), title
+    signals = alert_signals()
+    assert {"tetriserve:instance_up", "tetriserve:ttft_slo_errors:ratio_rate5m"} <= signals
+    for signal in signals:
+        assert wait_for(prometheus, signal)
+    rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    health = {rule["name"]: rule["health"] for group in rules for rule in group["rules"]}
+    assert len(health) >= 12 and set(health.values()) == {"ok"}, health
+
+
+def test_engines_vllm_metrics_carry_their_instance_and_role(
+    deployment: DeploymentConfig, prometheus: str
+) -> None:
+    found = wait_for(prometheus, "count by (actor, role) (vllm:num_requests_running)")
+    labels = {(s["metric"]["actor"], s["metric"]["role"]) for s in found}
+    assert labels == set(deployment.instance_roles().items())
+    assert wait_for(prometheus, "sum(vllm:prompt_tokens_total) >= 3 * 70")

@@ -292,3 +292,14 @@ def test_another_tenants_lease_is_refused_and_kept(store: PageStore) -> None:
     with pytest.raises(ForeignPageError):
         store.release_lease("mine", B)
     assert store.release_lease("mine", A) == 1
+
+
+def test_pages_are_counted_per_tenant_and_a_tenant_left_empty_shows_zero(
+    store: PageStore,
+) -> None:
+    made = [written(store, A, key) for key in keys(None, 3)]
+    written(store, B, keys("sql", 1)[0])
+    assert store.pages_by_tenant() == {A: 3, B: 1}
+    for handle in made:
+        store.free(A, handle.virtual_address)
+    assert store.pages_by_tenant() == {A: 0, B: 1}
