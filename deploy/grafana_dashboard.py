@@ -10,6 +10,7 @@ metrics. tests/e2e/test_metrics.py runs every panel's query against a live deplo
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,8 +276,9 @@ def dashboard_json() -> str:
     return JSONEncoder(sort_keys=True, indent=2).encode(build().build()) + "\n"
 
 
-def panel_queries(dashboard: dict) -> list[tuple[str, str]]:
+def panel_queries(dashboard_text: str) -> list[tuple[str, str]]:
     """(panel title, PromQL) for every query of a dashboard's JSON."""
+    dashboard = json.loads(dashboard_text)
     return [
         (panel["title"], target["expr"])
         for panel in dashboard["panels"]

@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scheduler, ingress), the Ray resources its actors claim: num_cpus, num_gpus, "
         "resources {NAME: amount}",
     )
+    parser.add_argument(
+        "--proxy-location",
+        choices=["HeadOnly", "EveryNode"],
+        default="HeadOnly",
+        help="Serve's HTTP and gRPC proxies: on the head node only (one address to dial), or"
+        " on every node (Ray Serve's default; each node needs the ports free)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=9000)
@@ -218,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     init_ray(address=args.address, namespace=APP_NAME, ignore_reinit_error=True)
     serve.start(
+        proxy_location=args.proxy_location,
         http_options={"host": config.host, "port": config.port},
         grpc_options=grpc_options(config.grpc_port),
     )

@@ -7,35 +7,27 @@ with their instance and its role."""
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import ray
-import yaml
 from ray import serve
 
 from cluster.config import DeploymentConfig
-from deploy import grafana_dashboard
 from deploy.app_builder import build_app, shut_down
-from deploy.prometheus_config import (
-    ALERT_RULES,
-    actor_targets,
-    metrics_ports,
-    scrape_config,
-    write_targets,
+from deploy.prometheus_config import actor_targets, metrics_ports, scrape_config, write_targets
+from tests.prometheus_support import (
+    assert_dashboard_and_alerts_find_data,
+    running_prometheus,
+    wait_for,
 )
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 METRICS_BASE_PORT = 19400
-SCRAPE_DEADLINE_S = 90
 
 
 @pytest.fixture(scope="module")
@@ -51,52 +43,15 @@ def deployment(tiny_model: Path) -> Iterator[DeploymentConfig]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(deployment: DeploymentConfig, tmp_path_factory: pytest.TempPathFactory):
-    binary = shutil.which("prometheus")
-    assert binary, "the prometheus server is not installed (deploy/test.sh installs it)"
+def prometheus(
+    deployment: DeploymentConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("prometheus")
     write_targets(workdir / "targets.json", actor_targets(deployment))
     config = workdir / "prometheus.yml"
-    config.write_text(
-        scrape_config(deployment, workdir / "targets.json", interval_s=1, rules=ALERT_RULES)
-    )
-    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "prometheus.log").open("w"),
-    )
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=30)
-
-
-def query(prometheus: str, expression: str) -> list[dict]:
-    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=10)
-    response.raise_for_status()
-    return response.json()["data"]["result"]
-
-
-def wait_for(prometheus: str, expression: str) -> list[dict]:
-    deadline = time.monotonic() + SCRAPE_DEADLINE_S
-    while time.monotonic() < deadline:
-        try:
-            found = query(prometheus, expression)
-        except httpx.HTTPError:
-            found = []
-        if found:
-            return found
-        time.sleep(1)
-    known = query(prometheus, '{__name__=~"tetriserve:.*"}')
-    names = sorted({(s["metric"]["__name__"], s["metric"].get("actor", "")) for s in known})
-    pytest.fail(f"Prometheus never returned a sample for {expression}; it has {names}")
+    config.write_text(scrape_config(deployment, workdir / "targets.json", interval_s=1))
+    with running_prometheus(config, workdir) as url:
+        yield url
 
 
 def test_prometheus_scrapes_every_stage(deployment: DeploymentConfig, prometheus: str) -> None:
@@ -146,13 +101,6 @@ def test_every_exporter_answers_at_the_address_its_target_names(
         assert "tetriserve:num_requests_waiting" in exposition
 
 
-def alert_signals() -> set[str]:
-    """The series the shipped alerts read: recorded signals, gauges, `up`."""
-    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
-    exprs = [rule["expr"] for group in groups for rule in group["rules"] if "alert" in rule]
-    return {name for expr in exprs for name in re.findall(r"\b(tetriserve:[\w:]+|up)\b", expr)}
-
-
 def test_every_dashboard_query_and_alert_signal_returns_data(
     deployment: DeploymentConfig, prometheus: str
 ) -> None:
@@ -160,16 +108,7 @@ def test_every_dashboard_query_and_alert_signal_returns_data(
     refused = httpx.post(f"{base}/v1/completions", json={"model": "base:nope", "prompt": "x"})
     assert refused.status_code == 404
     assert wait_for(prometheus, 'tetriserve:api_errors_total{code="404"} >= 1')
-    dashboard = json.loads(grafana_dashboard.OUTPUT.read_text())
-    for title, expr in grafana_dashboard.panel_queries(dashboard):
-        assert wait_for(prometheus, expr.replace("$__rate_interval", "1m")), title
-    signals = alert_signals()
-    assert {"tetriserve:instance_up", "tetriserve:ttft_slo_errors:ratio_rate5m"} <= signals
-    for signal in signals:
-        assert wait_for(prometheus, signal)
-    rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    health = {rule["name"]: rule["health"] for group in rules for rule in group["rules"]}
-    assert len(health) >= 12 and set(health.values()) == {"ok"}, health
+    assert_dashboard_and_alerts_find_data(prometheus)
 
 
 def test_engines_vllm_metrics_carry_their_instance_and_role(

@@ -1,13 +1,17 @@
 """tetriserve on a 3-node Ray cluster on this machine, each node on its own loopback address
-(127.0.0.2, 127.0.0.3, 127.0.0.4) with one custom resource: the deployment's placement puts
-the prefill instance on the first node, the decode instance on the second, the memory node
-and the switch on the third.
+(127.0.0.2, 127.0.0.3, 127.0.0.4) with one custom resource, deployed as a user would:
+`tetriserve serve --address HEAD --placement FILE`, whose placement puts the prefill
+instance on the first node, the decode instance on the second, the memory node and the
+switch on the third.
 
 Each actor runs where its placement says; greedy text equals plain vLLM's; every request's
 KV crosses nodes, through the switch at its node's address (Ray nodes share no memory,
-even on one machine); every exporter that targets.json lists answers at the node address
-it names. Then the decode instance's node is killed: the requests it held end (whole, or
-with an error, none hanging), and new requests are served by the survivors within 60 s.
+even on one machine); every exporter in the targets.json that `serve` writes answers at the
+node address it names; a real Prometheus on the prometheus.yml `serve` writes finds data for
+every query of the shipped dashboard and every signal of the shipped alerts. Ray jobs run on
+the cluster: `tetriserve bench hw`, and a 200-line batch killed half-way and finished by a
+rerun. Last, the decode instance's node is killed: the requests it held end (whole, or with
+an error, none hanging), and new requests are served by the survivors within 60 s.
 """
 
 from __future__ import annotations
@@ -24,23 +28,33 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import ray
-from ray import serve
+import yaml
 
-from cluster.config import DeploymentConfig
-from deploy.app_builder import build_app, shut_down
-from deploy.prometheus_config import actor_targets
+from tests.batch_support import (
+    KILL_AFTER,
+    LINES,
+    batch_arguments,
+    check_finished_batch,
+    complete_lines,
+)
+from tests.prometheus_support import (
+    assert_dashboard_and_alerts_find_data,
+    running_prometheus,
+    wait_for,
+)
 from tests.support import free_port, plain_vllm
 
-# Run on its own: `.venv/bin/python -m pytest -m multinode tests/e2e/test_multi_node.py`
-# (deselected from the default run; see the marker in pyproject.toml).
-pytestmark = [pytest.mark.e2e, pytest.mark.multinode, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.multinode, pytest.mark.timeout(1500)]
 
 BIN = Path(sys.executable).parent
+PROJECT = Path(__file__).resolve().parents[2]
+SERVE_START_S = 420
 NODES = {"127.0.0.2": "node_a", "127.0.0.3": "node_b", "127.0.0.4": "node_c"}
 PLACEMENT = {
     "prefill": {"resources": {"node_a": 1}},
@@ -63,7 +77,13 @@ MAX_TOKENS = 16
 NODE_ATTEMPTS = 3
 LIVE_NODE = re.compile(r"^ *1 node_[0-9a-f]{40,}$", re.MULTILINE)  # `ray status`, Active:
 # A loopback cluster of the test's own: no token to hand around.
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0"}
+# Its jobs find the `tetriserve` command, as in an activated environment.
+ENV = {
+    **os.environ,
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_worker_niceness": "0",
+    "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+}
 ENV.pop("RAY_ADDRESS", None)
 
 
@@ -91,14 +111,21 @@ def _node_command(ip: str, resource: str, head: str | None, temp_dir: str) -> li
     return [*command, "--address", head]
 
 
+@dataclass(frozen=True)
+class Cluster:
+    nodes: dict[str, subprocess.Popen]  # node address -> its `ray start --block`
+    address: str  # the head's GCS, for `--address`
+    dashboard: str  # the head's dashboard URL: state API and jobs
+
+
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen]]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The three nodes, started one after another, each `ray start --block` in its own
-    process group (killed whole); this process joins them as a driver."""
+    process group (killed whole)."""
     temp_dir = tempfile.mkdtemp(prefix="ray-multi-node-")
     logs = tmp_path_factory.mktemp("nodes")
     started: dict[str, subprocess.Popen] = {}
-    head = None
+    head = dashboard = None
     try:
         for ip, resource in NODES.items():
             for attempt in range(NODE_ATTEMPTS):
@@ -109,19 +136,19 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subpro
                     command, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
                 )
                 if _joined(address, len(started), started[ip]):
+                    if head is None:
+                        port = command[command.index("--dashboard-port") + 1]
+                        dashboard = f"http://{ip}:{port}"
                     head = address
                     break
                 _kill(started[ip])  # `ray start` gives a node 30 s: a busy machine may need more
             else:
                 pytest.fail(f"node {ip} did not start in {NODE_ATTEMPTS} attempts; logs in {logs}")
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        ray.init(address=head, namespace="tetriserve-multi-node-test")
-        yield started
+        assert head is not None and dashboard is not None
+        yield Cluster(started, head, dashboard)
     finally:
-        ray.shutdown()
         for process in started.values():
             _kill(process)
-        os.environ.pop("RAY_AUTH_MODE", None)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -160,22 +187,57 @@ def reference(tiny_model: Path) -> list[str]:
         llm.llm_engine.engine_core.shutdown()
 
 
+@dataclass(frozen=True)
+class Deployment:
+    url: str  # the OpenAI API
+    home: Path  # TETRISERVE_HOME: prometheus.yml and prometheus/targets.json
+
+
 @pytest.fixture(scope="module")
-def deployment(reference: list[str], nodes: dict, tiny_model: Path) -> Iterator[tuple]:
-    config = DeploymentConfig(
-        model_dir=tiny_model,
-        chunk_tokens=128,
-        port=free_port(),
-        metrics_port=free_port(),
-        placement=PLACEMENT,
+def deployment(
+    reference: list[str],
+    cluster: Cluster,
+    tiny_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
+    """`tetriserve serve --address --placement`, in a process of its own until the module
+    ends (then Ctrl-C, as a user stops it); this process joins the cluster as a driver that
+    only reads (the actors' stats)."""
+    home = tmp_path_factory.mktemp("home")
+    placement = home / "placement.yaml"
+    placement.write_text(yaml.safe_dump(PLACEMENT))
+    port = free_port()
+    command = [
+        str(BIN / "tetriserve"), "serve", "--address", cluster.address,
+        "--placement", str(placement), "--model", str(tiny_model), "--chunk-tokens", "128",
+        "--port", str(port), "--grpc-port", str(free_port()),
+        "--metrics-port", str(free_port()),
+    ]  # fmt: skip
+    log = home / "serve.log"
+    process = subprocess.Popen(
+        command,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**ENV, "TETRISERVE_HOME": str(home)},
+        start_new_session=True,
     )
-    # One machine: a single HTTP proxy, on the head node (every node's would share a port).
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": config.port})
     try:
-        serve.run(build_app(config), name="tetriserve", route_prefix="/")
-        yield config, f"http://127.0.0.1:{config.port}"
+        deadline = time.monotonic() + SERVE_START_S
+        while "Ctrl-C stops" not in log.read_text():
+            assert process.poll() is None, f"serve exited: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"serve did not start: {log.read_text()[-3000:]}"
+            time.sleep(1)
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        ray.init(address=cluster.address, namespace="tetriserve")
+        yield Deployment(f"http://127.0.0.1:{port}", home)
     finally:
-        shut_down(config)
+        ray.shutdown()
+        os.environ.pop("RAY_AUTH_MODE", None)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(120)
+        except subprocess.TimeoutExpired:
+            _kill(process)
 
 
 def _complete(url: str, prompt: str) -> httpx.Response:
@@ -183,22 +245,21 @@ def _complete(url: str, prompt: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/completions", json=body | {"ignore_eos": True}, timeout=120)
 
 
-def _actor_nodes() -> dict[str, str]:
+def _actor_nodes(dashboard: str) -> dict[str, str]:
     from ray.util.state import list_actors, list_nodes
 
-    addresses = {node.node_id: node.node_ip for node in list_nodes()}
-    alive = list_actors(filters=[("state", "=", "ALIVE")])
+    addresses = {node.node_id: node.node_ip for node in list_nodes(address=dashboard)}
+    alive = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")])
     return {actor.name: addresses[actor.node_id] for actor in alive if actor.name}
 
 
 def test_placed_by_role_across_nodes_with_vllms_text(
-    deployment: tuple[DeploymentConfig, str], reference: list[str]
+    cluster: Cluster, deployment: Deployment, reference: list[str]
 ) -> None:
-    config, url = deployment
-    placed = _actor_nodes()
+    placed = _actor_nodes(cluster.dashboard)
     assert {name: placed.get(name) for name in EXPECTED} == EXPECTED
 
-    texts = [_complete(url, prompt).json()["choices"][0]["text"] for prompt in PROMPTS]
+    texts = [_complete(deployment.url, prompt).json()["choices"][0]["text"] for prompt in PROMPTS]
     assert texts == reference
 
     switch = ray.get(ray.get_actor("switch-0").stats.remote())
@@ -208,7 +269,7 @@ def test_placed_by_role_across_nodes_with_vllms_text(
     decode = ray.get(ray.get_actor("decode-0").stats.remote())
     assert decode["kv_tokens_loaded"] > 0  # the prompts' KV came across, not recomputed
 
-    groups = actor_targets(config)
+    groups = json.loads((deployment.home / "prometheus" / "targets.json").read_text())
     assert {g["labels"]["actor"] for g in groups} == {"global-scheduler", "prefill-0", "decode-0"}
     for group in groups:
         (target,) = group["targets"]
@@ -216,14 +277,66 @@ def test_placed_by_role_across_nodes_with_vllms_text(
         assert "tetriserve:" in httpx.get(f"http://{target}/metrics", timeout=10).text
 
 
-def test_a_killed_decode_node_leaves_a_service_that_serves_within_60_s(
-    deployment: tuple[DeploymentConfig, str], nodes: dict, reference: list[str]
+def test_prometheus_on_serves_own_config_finds_every_panel_and_alert_signal(
+    deployment: Deployment, tmp_path: Path
 ) -> None:
-    _, url = deployment
+    for prompt in PROMPTS:
+        assert _complete(deployment.url, prompt).status_code == 200
+    with running_prometheus(deployment.home / "prometheus.yml", tmp_path) as prometheus:
+        crossed = wait_for(prometheus, "sum(tetriserve:kv_transfer_bytes_total) > 0")
+        assert float(crossed[0]["value"][1]) > 0
+        assert_dashboard_and_alerts_find_data(prometheus)
+        engines = wait_for(prometheus, "count by (actor, role) (vllm:num_requests_running)")
+        assert {(s["metric"]["actor"], s["metric"]["role"]) for s in engines} == {
+            ("prefill-0", "prefill"),
+            ("decode-0", "decode"),
+        }
+
+
+def _job(cluster: Cluster, *arguments: str, wait: bool = True) -> subprocess.CompletedProcess:
+    command = [
+        str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard,
+        "--working-dir", str(PROJECT), *([] if wait else ["--no-wait"]),
+        "--", "tetriserve", *arguments,
+    ]  # fmt: skip
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_ray_jobs_run_the_hardware_bench_and_a_batch_killed_half_way(
+    cluster: Cluster, deployment: Deployment, tmp_path: Path
+) -> None:
+    figures = tmp_path / "hw.json"
+    bench = _job(cluster, "bench", "hw", "--json", str(figures))
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    assert json.loads(figures.read_text())
+
+    arguments = batch_arguments(deployment.url, tmp_path)
+    output = tmp_path / "results.jsonl"
+    first = _job(cluster, *arguments, wait=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    job_id = re.search(r"raysubmit_\w+", first.stdout + first.stderr).group(0)
+    deadline = time.monotonic() + 300
+    while len(complete_lines(output)) < KILL_AFTER:
+        assert time.monotonic() < deadline, "the first run wrote too little"
+        time.sleep(0.05)
+    stop = [str(BIN / "ray"), "job", "stop", "--address", cluster.dashboard, job_id]
+    subprocess.run(stop, env=ENV, capture_output=True, timeout=120, check=True)
+    kept = complete_lines(output)
+    assert KILL_AFTER <= len(kept) < LINES
+
+    rerun = _job(cluster, *arguments)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    check_finished_batch(deployment.url, output, kept, rerun.stdout + rerun.stderr)
+
+
+def test_a_killed_decode_node_leaves_a_service_that_serves_within_60_s(
+    cluster: Cluster, deployment: Deployment, reference: list[str]
+) -> None:
+    url = deployment.url
     with ThreadPoolExecutor(4) as pool:
         held = [pool.submit(_complete, url, prompt) for prompt in PROMPTS]
         time.sleep(0.5)
-        os.killpg(nodes["127.0.0.3"].pid, signal.SIGKILL)
+        os.killpg(cluster.nodes["127.0.0.3"].pid, signal.SIGKILL)
         killed = time.monotonic()
         for done in held:  # whole, or ended with an error; none hangs
             response = done.result(timeout=120)

@@ -77,12 +77,7 @@ def test_every_panel_queries_prometheus_with_distinct_ref_ids() -> None:
 
 @pytest.mark.parametrize(
     "expr",
-    [
-        q
-        for _, q in grafana_dashboard.panel_queries(
-            json.loads(grafana_dashboard.OUTPUT.read_text())
-        )
-    ],
+    [q for _, q in grafana_dashboard.panel_queries(grafana_dashboard.OUTPUT.read_text())],
 )
 def test_every_panel_query_parses(expr: str, tmp_path: Path) -> None:
     # promtool parses PromQL only inside rules: each query becomes a recording rule.
