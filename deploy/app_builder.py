@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.adapters.adapter_store import LoRAAdapterStore
 from actors.engine import core_share
@@ -26,6 +27,7 @@ from actors.instances.chunk_profiler import chunk_tokens_for
 from actors.instances.engine_instance import EngineInstance
 from actors.instances.serving_instance import ServingInstance
 from actors.memory.memory_node import MemoryNode
+from actors.model_shipping import HOLDER_NAME, CheckpointHolder, ShippedModel
 from actors.request.request_path import ColocatedPath, DisaggregatedPath
 from actors.scheduler.global_scheduler import GlobalScheduler
 from actors.switch.supernic_switch import SuperNICSwitch
@@ -65,6 +67,7 @@ def _actor(
     concurrent: bool = True,
     restarts: int = 0,
     retried: bool = False,
+    **options: Any,
 ) -> Any:
     """Options for one actor of the deployment.
 
@@ -75,7 +78,7 @@ def _actor(
     actors must not die with it: they are detached there, and live until `ray stop`.
     `restarts`: how often Ray starts the actor again when its process dies. `retried`: a
     call under way when it died is sent again to the restarted actor (for actors whose calls
-    may run twice: the scheduler's and the adapter store's).
+    may run twice: the scheduler's and the adapter store's). `options`: Ray's, as given.
     """
     lifetime = "detached" if _DETACHED else None
     return ray.remote(cls).options(
@@ -85,6 +88,7 @@ def _actor(
         lifetime=lifetime,
         max_restarts=restarts,
         max_task_retries=-1 if retried else 0,
+        **options,
     )
 
 
@@ -111,18 +115,14 @@ def _engine_config(
     borrowed: int | None = None,
     core_board: Path | None = None,
 ) -> EngineConfig:
-    """One engine on `core` (modulo the machine's), and on `borrowed` while that core's own
-    engine is idle, as `core_board` says (where every engine of the node marks its own)."""
+    """One engine on `core`, and on `borrowed` while that core's own engine is idle, as
+    `core_board` says (where every engine of the node marks its own). Core numbers are
+    counted on the node the engine runs on (modulo its cores: ServingInstance)."""
     kv_transfer = None
     if kv_role is not None:
         extra = {"switch_address": address}
         kv_transfer = {**KV_CONNECTOR, "kv_role": kv_role, "kv_connector_extra_config": extra}
-    machine_cores = os.cpu_count() or 1
-    home = core % machine_cores
-    if borrowed is not None:
-        borrowed %= machine_cores
-        if borrowed == home:
-            borrowed = None  # a single core has nothing to lend
+    home = core
     sharing: dict[str, Any] = {"core_board": core_board}
     if borrowed is not None:
         sharing["borrowed_cores"] = str(borrowed)
@@ -140,25 +140,32 @@ def _engine_config(
     )
 
 
-def _colocated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> ColocatedPath:
+def _colocated_path(
+    config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel
+) -> ColocatedPath:
     engine = _engine_config(config, checkpoint, 0, None, "")
     seqs = _max_num_seqs(config, cores=os.cpu_count() or 1) or engine.max_num_seqs
     engine = engine.model_copy(update={"cpu_cores": None, "max_num_seqs": seqs})
     adapters = {name: info.path for name, info in checkpoint.adapters.items()}
     placed = config.placed("prefill", _engine_gpus(config))  # one engine: prefill's placement
-    instance = _actor(EngineInstance, "engine-0", placed).remote(engine, adapters)
+    instance = _actor(EngineInstance, "engine-0", placed).remote(engine, adapters, model)
     ray.get(instance.ready.remote())
     return ColocatedPath(instance, str(checkpoint.model_dir))
 
 
-def chunk_tokens(config: DeploymentConfig, checkpoint: CheckpointInfo) -> int:
-    """ChunkSize: the deployment's, or the prefill engine's profiled knee."""
+def chunk_tokens(config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel) -> int:
+    """ChunkSize: the deployment's, or the knee profiled on a node where a prefill engine
+    may run (one that offers what the prefill role claims)."""
     if config.chunk_tokens is not None:
         return config.chunk_tokens
-    return chunk_tokens_for(_engine_config(config, checkpoint, 0, None, ""), checkpoint.vocab_size)
+    engine = _engine_config(config, checkpoint, 0, None, "")
+    placed = config.placed("prefill", _engine_gpus(config))
+    return chunk_tokens_for(engine, checkpoint.vocab_size, model, placed.ray_options())
 
 
-def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) -> DisaggregatedPath:
+def _disaggregated_path(
+    config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel
+) -> DisaggregatedPath:
     ports = metrics_ports(config)
     # The KV path's capabilities are minted by the scheduler and checked by the switch and
     # the memory nodes under this deployment's own secret (cluster/kv_capability.py).
@@ -181,8 +188,8 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         concurrent=False,
         restarts=RESTARTS,
         retried=True,
-    ).remote(checkpoint.adapters)
-    chunk = chunk_tokens(config, checkpoint)
+    ).remote(checkpoint.adapters, model)
+    chunk = chunk_tokens(config, checkpoint, model)
     cpu_engines = resolve_device(config.device) == "cpu"
     roles = {name: Role(role) for name, role in config.instance_roles().items()}
     # One core per engine, in order. Prefill i and decode i also run on each other's core:
@@ -211,22 +218,30 @@ def _disaggregated_path(config: DeploymentConfig, checkpoint: CheckpointInfo) ->
         )
         for name, core in cores.items()
     }
+    # The pages' shape; each instance takes their dtype from its own engine.
     layout = PageLayout(
         num_layers=checkpoint.num_layers,
         num_kv_heads=checkpoint.num_kv_heads,
         head_dim=checkpoint.head_dim,
         block_size=engines["prefill-0"].block_size,
-        dtype_bytes=4 if cpu_engines else 2,
     )
     engine_gpus = _engine_gpus(config)
+    # Instances spread over the nodes that offer what their role claims (scaling out),
+    # except where a prefill and a decode share their cores (CPU engines): those are left
+    # to Ray's default, which keeps them on one node while it has room.
+    spread = {} if partners else {"scheduling_strategy": "SPREAD"}
     instances = {
         name: _actor(
-            ServingInstance, name, config.placed(role.value, engine_gpus), restarts=RESTARTS
+            ServingInstance,
+            name,
+            config.placed(role.value, engine_gpus),
+            restarts=RESTARTS,
+            **spread,
         ).remote(
             name,
             role.value,
             engines[name],
-            str(checkpoint.model_dir),
+            model,
             address,
             layout,
             config.scheduling,
@@ -302,15 +317,31 @@ def _close_memory_nodes(config: DeploymentConfig) -> None:
             ray.get(node.close.remote(), timeout=RELEASE_TIMEOUT_S)
 
 
+def _ship(model_dir: Path) -> ShippedModel:
+    """The checkpoint, reachable from every node (actors/model_shipping.py): its holder runs
+    on this node, where the directory is."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    holder = _actor(
+        CheckpointHolder,
+        HOLDER_NAME,
+        RolePlacement(),
+        concurrent=False,
+        restarts=RESTARTS,
+        scheduling_strategy=here,
+    ).remote(str(model_dir))
+    return ray.get(holder.model.remote(holder))
+
+
 def build_app(config: DeploymentConfig) -> serve.Application:
     model_dir = config.model_dir if config.model_dir is not None else ensure_model("tiny")
     checkpoint = inspect_checkpoint(model_dir)
+    model = _ship(checkpoint.model_dir)
     builder = _colocated_path if config.colocated else _disaggregated_path
-    path = builder(config, checkpoint)
+    path = builder(config, checkpoint, model)
     max_model_len = min(config.max_model_len, checkpoint.max_model_len)
     options = config.placed("ingress").ray_options()
     return OpenAIIngress.options(ray_actor_options=options).bind(
-        path, str(model_dir), max_model_len, sorted(checkpoint.adapters), config.max_body_bytes
+        path, model, max_model_len, sorted(checkpoint.adapters), config.max_body_bytes
     )
 
 

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from actors import cpu_priority
 from actors.metrics import API_ERRORS, start_ingress_series
+from actors.model_shipping import ShippedModel, local_dir
 from actors.request.request_timer import RequestTimer
 from actors.scheduler.global_scheduler import Overloaded
 from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
@@ -98,7 +98,7 @@ class OpenAIIngress(GrpcGeneration):
     def __init__(
         self,
         path: Any,
-        model_dir: str,
+        model: ShippedModel,
         max_model_len: int,
         adapters: list[str],
         max_body_bytes: int,
@@ -107,7 +107,7 @@ class OpenAIIngress(GrpcGeneration):
         start_ingress_series()
         self.path = path
         self.adapters = set(adapters)
-        self.renderer = PromptRenderer(Path(model_dir), max_model_len)
+        self.renderer = PromptRenderer(local_dir(model), max_model_len)
         self.max_body_bytes = max_body_bytes
 
     async def _parse(self, request: Request, schema: type[BaseModel]) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from actors import cpu_priority
+from actors.model_shipping import ShippedModel, rebase
 from cluster.checkpoint import AdapterInfo
 from tetriserve.v1 import adapters_pb2
 
@@ -21,13 +22,19 @@ class UnknownAdapter(KeyError):
 
 
 class LoRAAdapterStore:
-    def __init__(self, adapters: dict[str, AdapterInfo]) -> None:
+    def __init__(self, adapters: dict[str, AdapterInfo], model: ShippedModel | None = None) -> None:
+        """`model`: the checkpoint the adapters are part of, as this node finds it (their
+        paths are the builder's); None: the paths are this node's."""
         cpu_priority.yield_to_engines()
         self._adapters = dict(adapters)
+        self._model = model
         self.fetches = 0
 
+    def _path(self, adapter: AdapterInfo) -> Path:
+        return adapter.path if self._model is None else rebase(adapter.path, self._model)
+
     def _info(self, adapter: AdapterInfo) -> adapters_pb2.AdapterInfo:
-        size = sum((adapter.path / name).stat().st_size for name in ADAPTER_FILES)
+        size = sum((self._path(adapter) / name).stat().st_size for name in ADAPTER_FILES)
         return adapters_pb2.AdapterInfo(
             name=adapter.name,
             rank=adapter.rank,
@@ -46,7 +53,7 @@ class LoRAAdapterStore:
             raise UnknownAdapter(name)
         self.fetches += 1
         files = [
-            adapters_pb2.AdapterFile(name=f, content=(adapter.path / f).read_bytes())
+            adapters_pb2.AdapterFile(name=f, content=(self._path(adapter) / f).read_bytes())
             for f in ADAPTER_FILES
         ]
         reply = adapters_pb2.FetchAdapterReply(info=self._info(adapter), files=files)

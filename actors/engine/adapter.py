@@ -161,6 +161,17 @@ class EngineAdapter:
     def adapters(self) -> list[str]:
         return sorted(self._adapter_paths)
 
+    @property
+    def kv_dtype_bytes(self) -> int:
+        """Bytes per element of this engine's KV cache, as vLLM chose its dtype."""
+        from vllm.utils.torch_utils import get_kv_cache_torch_dtype
+
+        vllm_config = self._engine.vllm_config
+        dtype = get_kv_cache_torch_dtype(
+            vllm_config.cache_config.cache_dtype, vllm_config.model_config.dtype
+        )
+        return dtype.itemsize
+
     def add_adapter(self, name: str, path: Path) -> None:
         """Makes a LoRA adapter available; vLLM loads its weights on first use."""
         if name not in self._lora_ids:

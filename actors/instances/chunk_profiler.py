@@ -1,7 +1,8 @@
 """ChunkSize by profiling: prefill throughput versus tokens per forward pass, and its knee.
 
 Runs before the prefill instances start when the deployment names no ChunkSize. The
-profiler is a short-lived actor on the prefill's cores: an engine whose token budget is the
+profiler is a short-lived actor on the prefill's cores, on a node the prefill role may run
+on: an engine whose token budget is the
 largest probe, one prompt per probe size (fresh random tokens each time, so the prefix cache
 never helps), a few timings per size with the median kept. `cluster.chunking.find_knee`
 picks the smallest size that reaches 90% of the best throughput. The result is cached per
@@ -18,10 +19,12 @@ import statistics
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import ray
 
 from actors.engine.adapter import EngineAdapter
+from actors.model_shipping import ShippedModel, local_dir
 from cluster.chunking import find_knee, probe_sizes
 from cluster.config import EngineConfig
 from cluster.model_factory import tetriserve_home
@@ -31,9 +34,13 @@ REPEATS = 3
 
 
 class ChunkProfiler:
-    def __init__(self, config: EngineConfig, vocab_size: int) -> None:
+    def __init__(self, config: EngineConfig, vocab_size: int, model: ShippedModel) -> None:
         self.sizes = probe_sizes(config.max_model_len - 1)
-        update = {"max_num_batched_tokens": max(self.sizes), "kv_transfer": None}
+        update = {
+            "max_num_batched_tokens": max(self.sizes),
+            "kv_transfer": None,
+            "model_dir": local_dir(model),
+        }
         self.engine = EngineAdapter(config.model_copy(update=update))
         self.rng = random.Random(0)
         self.vocab_size = vocab_size
@@ -72,12 +79,15 @@ def _cache_path(config: EngineConfig) -> Path:
     return tetriserve_home() / "chunk_profiles" / f"{digest}.json"
 
 
-def chunk_tokens_for(config: EngineConfig, vocab_size: int) -> int:
-    """ChunkSize for prefill engines built from `config`: cached, or profiled now."""
+def chunk_tokens_for(
+    config: EngineConfig, vocab_size: int, model: ShippedModel, placement: dict[str, Any]
+) -> int:
+    """ChunkSize for prefill engines built from `config`: cached, or profiled now on a node
+    that `placement` (the prefill role's Ray options) admits."""
     path = _cache_path(config)
     if path.exists():
         return int(json.loads(path.read_text())["chunk_tokens"])
-    profiler = ray.remote(ChunkProfiler).options(num_cpus=0).remote(config, vocab_size)
+    profiler = ray.remote(ChunkProfiler).options(**placement).remote(config, vocab_size, model)
     try:
         samples = ray.get(profiler.profile.remote())
     finally:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from actors.engine.adapter import EngineAdapter, UnknownAdapterError
+from actors.model_shipping import ShippedModel, local_dir, rebase
 from actors.wire import delta_to_wire, request_from_wire
 from cluster.config import EngineConfig
 from cluster.request import FinishReason, TokenDelta
@@ -18,7 +19,17 @@ from tetriserve.v1 import generate_pb2
 
 
 class EngineInstance:
-    def __init__(self, config: EngineConfig, adapters: Mapping[str, Path] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        adapters: Mapping[str, Path] | None = None,
+        model: ShippedModel | None = None,
+    ) -> None:
+        """`model`: where the checkpoint comes from when this node may not have it (paths in
+        `config` and `adapters` are then the builder's, found again on this node)."""
+        if model is not None:
+            config = config.model_copy(update={"model_dir": local_dir(model)})
+            adapters = {name: rebase(path, model) for name, path in (adapters or {}).items()}
         self.engine = EngineAdapter(config, adapters)
 
     async def generate(self, request_bytes: bytes) -> AsyncIterator[bytes]:

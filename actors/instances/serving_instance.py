@@ -10,7 +10,9 @@ that reaches an instance after it flipped is still served.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from actors import metrics
@@ -18,6 +20,7 @@ from actors.instances.decode_instance import DecodeInstance
 from actors.instances.prefill_instance import PrefillInstance
 from actors.instances.serving_engine import ServingEngine
 from actors.kv.kv_client import KVClient
+from actors.model_shipping import ShippedModel, local_dir
 from actors.node_address import node_tag
 from actors.wire import load_to_wire
 from cluster.config import EngineConfig, SchedulingConfig
@@ -35,7 +38,7 @@ class ServingInstance:
         instance_id: str,
         role: str,
         config: EngineConfig,
-        model_id: str,
+        model: ShippedModel,
         switch_address: str,
         layout: PageLayout,
         scheduling: SchedulingConfig,
@@ -44,8 +47,11 @@ class ServingInstance:
         metrics_port: int | None = None,
     ) -> None:
         self.role = Role(role)
-        config = _on_this_node(config)
+        config = _on_this_node(config, model)
+        model_id = model.directory  # the model's name in KV keys, the same on every node
         self.serving = ServingEngine(instance_id, config, adapter_store, metrics_port)
+        # The pages this engine writes hold its KV as its engine stores it.
+        layout = replace(layout, dtype_bytes=self.serving.engine.kv_dtype_bytes)
         kv = KVClient(switch_address)
         self.prefill_role = PrefillInstance(
             self.serving, kv, model_id, layout, scheduling, chunk_tokens
@@ -105,16 +111,29 @@ class ServingInstance:
             "flips": self.flips,
             "busy_seconds": self.serving.busy_seconds,
             "cores": self.serving.cores,
+            "model_dir": str(self.serving.engine.config.model_dir),
             "predictor_observations": self.prefill_role.predictor.observations,
             "kv_failures": metrics.kv_failures(self.serving.instance_id),
         }
 
 
-def _on_this_node(config: EngineConfig) -> EngineConfig:
-    """`config`, its KV connector told the Ray node the engine runs on (known only here, in
-    the actor Ray placed): the memory nodes it reaches one-sided are those of that node."""
-    if config.kv_transfer is None:
-        return config
-    extra = {**config.kv_transfer.get("kv_connector_extra_config", {}), "node": node_tag()}
-    kv_transfer = {**config.kv_transfer, "kv_connector_extra_config": extra}
-    return config.model_copy(update={"kv_transfer": kv_transfer})
+def _on_this_node(config: EngineConfig, model: ShippedModel) -> EngineConfig:
+    """`config` for the Ray node the engine runs on (known only here, in the actor Ray
+    placed): the checkpoint's directory on this node, and the KV connector told the node,
+    since the memory nodes it reaches one-sided are those of that node."""
+    update: dict = {"model_dir": local_dir(model), **_cores_on_this_node(config)}
+    if config.kv_transfer is not None:
+        extra = {**config.kv_transfer.get("kv_connector_extra_config", {}), "node": node_tag()}
+        update["kv_transfer"] = {**config.kv_transfer, "kv_connector_extra_config": extra}
+    return config.model_copy(update=update)
+
+
+def _cores_on_this_node(config: EngineConfig) -> dict[str, str | None]:
+    """The engine's core numbers counted on this node: modulo its cores, and nothing
+    borrowed where that would be the engine's own core (a node of one core)."""
+    if config.cpu_cores is None or not config.cpu_cores.isdigit():
+        return {}
+    count = os.cpu_count() or 1
+    home = int(config.cpu_cores) % count
+    borrowed = None if config.borrowed_cores is None else int(config.borrowed_cores) % count
+    return {"cpu_cores": str(home), "borrowed_cores": None if borrowed == home else str(borrowed)}

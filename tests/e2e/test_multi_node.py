@@ -36,6 +36,7 @@ import pytest
 import ray
 import yaml
 
+from actors.model_shipping import COMPLETE, HOLDER_NAME, read_files
 from tests.batch_support import (
     KILL_AFTER,
     LINES,
@@ -116,6 +117,7 @@ class Cluster:
     nodes: dict[str, subprocess.Popen]  # node address -> its `ray start --block`
     address: str  # the head's GCS, for `--address`
     dashboard: str  # the head's dashboard URL: state API and jobs
+    home: Path  # TETRISERVE_HOME of every node and of `serve`
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +126,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     process group (killed whole)."""
     temp_dir = tempfile.mkdtemp(prefix="ray-multi-node-")
     logs = tmp_path_factory.mktemp("nodes")
+    home = tmp_path_factory.mktemp("home")
+    env = {**ENV, "TETRISERVE_HOME": str(home)}
     started: dict[str, subprocess.Popen] = {}
     head = dashboard = None
     try:
@@ -133,7 +137,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 address = head or f"{ip}:{command[command.index('--port') + 1]}"
                 log = (logs / f"{ip}-{attempt}.log").open("wb")
                 started[ip] = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
+                    command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
                 )
                 if _joined(address, len(started), started[ip]):
                     if head is None:
@@ -145,7 +149,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             else:
                 pytest.fail(f"node {ip} did not start in {NODE_ATTEMPTS} attempts; logs in {logs}")
         assert head is not None and dashboard is not None
-        yield Cluster(started, head, dashboard)
+        yield Cluster(started, head, dashboard, home)
     finally:
         for process in started.values():
             _kill(process)
@@ -198,12 +202,11 @@ def deployment(
     reference: list[str],
     cluster: Cluster,
     tiny_model: Path,
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployment]:
     """`tetriserve serve --address --placement`, in a process of its own until the module
     ends (then Ctrl-C, as a user stops it); this process joins the cluster as a driver that
     only reads (the actors' stats)."""
-    home = tmp_path_factory.mktemp("home")
+    home = cluster.home
     placement = home / "placement.yaml"
     placement.write_text(yaml.safe_dump(PLACEMENT))
     port = free_port()
@@ -245,18 +248,25 @@ def _complete(url: str, prompt: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/completions", json=body | {"ignore_eos": True}, timeout=120)
 
 
-def _actor_nodes(dashboard: str) -> dict[str, str]:
+def _actor_nodes(dashboard: str, names: set[str]) -> dict[str, str]:
+    """Actor name -> the address of its node, for the live named actors, once the state
+    API lists all of `names` (a listing can miss an actor for a moment)."""
     from ray.util.state import list_actors, list_nodes
 
-    addresses = {node.node_id: node.node_ip for node in list_nodes(address=dashboard)}
-    alive = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")])
-    return {actor.name: addresses[actor.node_id] for actor in alive if actor.name}
+    deadline = time.monotonic() + 60
+    while True:
+        addresses = {node.node_id: node.node_ip for node in list_nodes(address=dashboard)}
+        alive = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")])
+        placed = {a.name: addresses[a.node_id] for a in alive if a.name and a.node_id in addresses}
+        if names <= placed.keys() or time.monotonic() > deadline:
+            return placed
+        time.sleep(1)
 
 
 def test_placed_by_role_across_nodes_with_vllms_text(
-    cluster: Cluster, deployment: Deployment, reference: list[str]
+    cluster: Cluster, deployment: Deployment, reference: list[str], tiny_model: Path
 ) -> None:
-    placed = _actor_nodes(cluster.dashboard)
+    placed = _actor_nodes(cluster.dashboard, {*EXPECTED, HOLDER_NAME, "global-scheduler"})
     assert {name: placed.get(name) for name in EXPECTED} == EXPECTED
 
     texts = [_complete(deployment.url, prompt).json()["choices"][0]["text"] for prompt in PROMPTS]
@@ -268,6 +278,21 @@ def test_placed_by_role_across_nodes_with_vllms_text(
     assert switch["bytes_carried"] > 0
     decode = ray.get(ray.get_actor("decode-0").stats.remote())
     assert decode["kv_tokens_loaded"] > 0  # the prompts' KV came across, not recomputed
+    # The checkpoint: in place on the node of its holder (where serve built the
+    # deployment), through the object store into each other node's own cache.
+    fetched = 0
+    for name in ("prefill-0", "decode-0"):
+        model_dir = Path(ray.get(ray.get_actor(name).stats.remote())["model_dir"])
+        if placed[name] == placed[HOLDER_NAME]:
+            assert model_dir == tiny_model
+            continue
+        fetched += 1
+        assert model_dir.parent == cluster.home / "models" / "by-hash"
+        assert read_files(model_dir) == {
+            **read_files(tiny_model),
+            COMPLETE: (model_dir / COMPLETE).read_bytes(),
+        }
+    assert fetched >= 1  # prefill and decode are on two nodes
 
     groups = json.loads((deployment.home / "prometheus" / "targets.json").read_text())
     assert {g["labels"]["actor"] for g in groups} == {"global-scheduler", "prefill-0", "decode-0"}

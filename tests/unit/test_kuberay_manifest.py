@@ -167,15 +167,15 @@ def test_the_service_selects_the_serving_head_and_its_ports() -> None:
     assert {config.http_options.port, config.grpc_options.port} <= exposed
 
 
-def test_every_pod_makes_the_model_it_serves_and_reads_the_environment() -> None:
+def test_the_head_makes_the_model_and_every_pod_maps_shared_memory() -> None:
     (app,) = serve_config().applications
     model_dir = app.args["model_dir"]
-    for group in _groups():
-        pod = group["template"]["spec"]
-        (init,) = pod["initContainers"]
-        assert init["command"][-1] == model_dir
-        (container,) = pod["containers"]
-        mounts = {m["mountPath"] for m in container["volumeMounts"]}
-        assert any(model_dir.startswith(path) for path in mounts)
-        assert "/dev/shm" in mounts
+    head, *workers = _groups()
+    (init,) = head["template"]["spec"]["initContainers"]
+    assert init["command"][-1] == model_dir  # the workers get it through Ray (no shared FS)
+    (container,) = head["template"]["spec"]["containers"]
+    assert any(model_dir.startswith(m["mountPath"]) for m in container["volumeMounts"])
+    for group in [head, *workers]:
+        (container,) = group["template"]["spec"]["containers"]
+        assert "/dev/shm" in {m["mountPath"] for m in container["volumeMounts"]}
         assert {"configMapRef": {"name": "tetriserve-env"}} in container["envFrom"]
