@@ -171,6 +171,13 @@ class DeploymentConfig(BaseModel):
             return RolePlacement(num_gpus=engine_gpus)
         return RolePlacement()
 
+    def on_cluster(self, cluster_gpus: float) -> DeploymentConfig:
+        """This deployment with device "auto" decided for the cluster, not for the machine
+        that builds it (a KubeRay head has no GPU): CUDA where the cluster offers GPUs."""
+        if self.device != "auto":
+            return self
+        return self.model_copy(update={"device": "cuda" if cluster_gpus > 0 else "cpu"})
+
     def gpus_per_engine(self, cluster_gpus: float) -> float:
         """A GPU per serving engine while the cluster has enough, else an equal share."""
         engines = self.prefill + self.decode

@@ -278,11 +278,16 @@ def memory_node_name(index: int) -> str:
     return f"memory-{index}"
 
 
-def shut_down(config: DeploymentConfig) -> None:
-    """Stops the deployment this process serves, and the Ray cluster it joined: first the
-    memory nodes' arenas go (`_close_memory_nodes`), then Serve, then Ray."""
+def shut_down(config: DeploymentConfig, app_name: str | None = None) -> None:
+    """Stops the deployment this process serves: first the memory nodes' arenas go
+    (`_close_memory_nodes`), then Serve, then this process's part in Ray (its actors with
+    it). `app_name`: on a cluster this process joined, only that Serve application goes,
+    and Serve keeps serving whatever else it serves; None: all of Serve."""
     _close_memory_nodes(config)
-    serve.shutdown()
+    if app_name is None:
+        serve.shutdown()
+    else:
+        serve.delete(app_name)
     ray.shutdown()
 
 
@@ -333,6 +338,7 @@ def _ship(model_dir: Path) -> ShippedModel:
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:
+    config = config.on_cluster(ray.cluster_resources().get("GPU", 0.0))
     model_dir = config.model_dir if config.model_dir is not None else ensure_model("tiny")
     checkpoint = inspect_checkpoint(model_dir)
     model = _ship(checkpoint.model_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from pathlib import Path
@@ -252,7 +253,9 @@ def run(args: argparse.Namespace) -> int:
         print("tetriserve: shutting down")
         return 0
     finally:
-        shut_down(config)
+        # A cluster it joined keeps its Serve (other applications may be on it).
+        joined = args.address or os.environ.get("RAY_ADDRESS")
+        shut_down(config, APP_NAME if joined else None)
 
 
 def _deploy(config: DeploymentConfig) -> None:

@@ -121,14 +121,14 @@ def _on_this_node(config: EngineConfig, model: ShippedModel) -> EngineConfig:
     """`config` for the Ray node the engine runs on (known only here, in the actor Ray
     placed): the checkpoint's directory on this node, and the KV connector told the node,
     since the memory nodes it reaches one-sided are those of that node."""
-    update: dict = {"model_dir": local_dir(model), **_cores_on_this_node(config)}
+    update: dict = {"model_dir": local_dir(model), **cores_on_this_node(config)}
     if config.kv_transfer is not None:
         extra = {**config.kv_transfer.get("kv_connector_extra_config", {}), "node": node_tag()}
         update["kv_transfer"] = {**config.kv_transfer, "kv_connector_extra_config": extra}
     return config.model_copy(update=update)
 
 
-def _cores_on_this_node(config: EngineConfig) -> dict[str, str | None]:
+def cores_on_this_node(config: EngineConfig) -> dict[str, str | None]:
     """The engine's core numbers counted on this node: modulo its cores, and nothing
     borrowed where that would be the engine's own core (a node of one core)."""
     if config.cpu_cores is None or not config.cpu_cores.isdigit():
@@ -136,4 +136,5 @@ def _cores_on_this_node(config: EngineConfig) -> dict[str, str | None]:
     count = os.cpu_count() or 1
     home = int(config.cpu_cores) % count
     borrowed = None if config.borrowed_cores is None else int(config.borrowed_cores) % count
-    return {"cpu_cores": str(home), "borrowed_cores": None if borrowed == home else str(borrowed)}
+    lent = borrowed is not None and borrowed != home
+    return {"cpu_cores": str(home), "borrowed_cores": str(borrowed) if lent else None}

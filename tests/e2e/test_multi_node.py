@@ -10,8 +10,9 @@ even on one machine); every exporter in the targets.json that `serve` writes ans
 node address it names; a real Prometheus on the prometheus.yml `serve` writes finds data for
 every query of the shipped dashboard and every signal of the shipped alerts. Ray jobs run on
 the cluster: `tetriserve bench hw`, and a 200-line batch killed half-way and finished by a
-rerun. Last, the decode instance's node is killed: the requests it held end (whole, or with
-an error, none hanging), and new requests are served by the survivors within 60 s.
+rerun. Then the decode instance's node is killed: the requests it held end (whole, or with
+an error, none hanging), and new requests are served by the survivors within 60 s. Last,
+Ctrl-C stops `serve`: its actors go, and the Serve of the cluster it joined stays.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def reference(tiny_model: Path) -> list[str]:
 class Deployment:
     url: str  # the OpenAI API
     home: Path  # TETRISERVE_HOME: prometheus.yml and prometheus/targets.json
+    serving: subprocess.Popen  # `tetriserve serve`
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +205,9 @@ def deployment(
     cluster: Cluster,
     tiny_model: Path,
 ) -> Iterator[Deployment]:
-    """`tetriserve serve --address --placement`, in a process of its own until the module
-    ends (then Ctrl-C, as a user stops it); this process joins the cluster as a driver that
-    only reads (the actors' stats)."""
+    """`tetriserve serve --address --placement`, in a process of its own until the last
+    test stops it with Ctrl-C, as a user would (or the module ends); this process joins the
+    cluster as a driver that only reads (the actors' stats)."""
     home = cluster.home
     placement = home / "placement.yaml"
     placement.write_text(yaml.safe_dump(PLACEMENT))
@@ -232,7 +234,7 @@ def deployment(
             time.sleep(1)
         os.environ["RAY_AUTH_MODE"] = "disabled"
         ray.init(address=cluster.address, namespace="tetriserve")
-        yield Deployment(f"http://127.0.0.1:{port}", home)
+        yield Deployment(f"http://127.0.0.1:{port}", home, process)
     finally:
         ray.shutdown()
         os.environ.pop("RAY_AUTH_MODE", None)
@@ -379,3 +381,16 @@ def test_a_killed_decode_node_leaves_a_service_that_serves_within_60_s(
         assert time.monotonic() - killed < 60, "no survivor serves within 60 s"
         time.sleep(1)
     assert answer.json()["choices"][0]["text"] == reference[0]
+
+
+def test_ctrl_c_stops_the_deployment_and_leaves_the_clusters_serve(
+    cluster: Cluster, deployment: Deployment
+) -> None:
+    deployment.serving.send_signal(signal.SIGINT)
+    assert deployment.serving.wait(120) == 0
+    from ray.util.state import list_actors
+
+    alive = list_actors(address=cluster.dashboard, filters=[("state", "=", "ALIVE")])
+    names = {actor.name for actor in alive}
+    assert not names & {"prefill-0", "global-scheduler", "switch-0", HOLDER_NAME}
+    assert "ServeController" in {actor.class_name for actor in alive}  # the cluster's Serve

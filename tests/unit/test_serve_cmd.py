@@ -124,3 +124,9 @@ def test_cuda_engines_claim_a_gpu_each_or_an_equal_share_of_too_few() -> None:
     assert config.placed("decode", engine_gpus=0.5).num_gpus == 0.5
     assert config.placed("memory_node", engine_gpus=0.5).num_gpus == 0  # engines only
     assert config.placed("prefill").num_gpus == 0  # CPU engines claim nothing
+
+
+def test_auto_device_is_decided_by_the_clusters_gpus_not_the_builders() -> None:
+    assert DeploymentConfig().on_cluster(cluster_gpus=8).device == "cuda"
+    assert DeploymentConfig().on_cluster(cluster_gpus=0).device == "cpu"
+    assert DeploymentConfig(device="cpu").on_cluster(cluster_gpus=8).device == "cpu"
