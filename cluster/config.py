@@ -6,6 +6,7 @@ a 2-core CPU machine). Everything downstream receives these already validated.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -190,6 +191,44 @@ class DeploymentConfig(BaseModel):
             return {}
         pairs = {f"decode-{i}": f"prefill-{i}" for i in range(min(self.prefill, self.decode))}
         return pairs | {prefill: decode for decode, prefill in pairs.items()}
+
+    def pair_nodes(
+        self, nodes: Mapping[str, Mapping[str, float]], engine_gpus: float, cpu_engines: bool
+    ) -> dict[str, str]:
+        """Instance → the node it goes to, for the prefill/decode pairs that share their
+        cores (so must share a node): pair i on the i-th, round-robin, of the nodes (node id
+        → the Ray resources it offers) that offer what both members claim. Empty where no
+        node does, or nothing is paired: those instances are left to spread."""
+        partners = self.core_partners(cpu_engines)
+        need: dict[str, float] = {}
+        for role in ("prefill", "decode"):
+            placed = self.placed(role, engine_gpus)
+            claims = {**placed.resources, "CPU": placed.num_cpus, "GPU": placed.num_gpus}
+            for name, amount in claims.items():
+                need[name] = need.get(name, 0.0) + amount
+        fitting = sorted(
+            node
+            for node, offered in nodes.items()
+            if all(offered.get(name, 0.0) >= amount for name, amount in need.items() if amount)
+        )
+        if not (partners and fitting):
+            return {}
+        return {name: fitting[int(name.rsplit("-", 1)[1]) % len(fitting)] for name in partners}
+
+    def engine_cores(self, homes: Mapping[str, str]) -> dict[str, int]:
+        """Instance → its core number on its node (modulo the node's cores where it runs):
+        the pairs placed on one node (`homes`, from `pair_nodes`) take two cores each, in
+        order; every other engine the next core after them."""
+        cores: dict[str, int] = {}
+        slots: dict[str, int] = {}  # node -> pairs placed there so far
+        for name in sorted(n for n in homes if n.startswith("prefill-")):
+            decode = name.replace("prefill-", "decode-")
+            slot = slots.get(homes[name], 0)
+            slots[homes[name]] = slot + 1
+            cores[name], cores[decode] = 2 * slot, 2 * slot + 1
+        others = [name for name in self.instance_roles() if name not in cores]
+        first = max(cores.values(), default=-1) + 1
+        return cores | {name: first + i for i, name in enumerate(others)}
 
     def instance_roles(self) -> dict[str, str]:
         """Every serving instance's name and starting role ("prefill" or "decode")."""

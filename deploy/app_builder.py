@@ -192,13 +192,18 @@ def _disaggregated_path(
     chunk = chunk_tokens(config, checkpoint, model)
     cpu_engines = resolve_device(config.device) == "cpu"
     roles = {name: Role(role) for name, role in config.instance_roles().items()}
-    # One core per engine, in order. Prefill i and decode i also run on each other's core:
+    # One core per engine (DeploymentConfig.engine_cores: a pair that shares its cores on
+    # one node, `homes`, takes two in order). Prefill i and decode i also run on each
+    # other's core:
     # the prefill at every step, ahead of the decode; the decode while the prefill engine
     # is idle, as the node's core board says (actors/engine/core_share.py).
     # Every engine is KV producer and consumer (roles can flip) and computes at most
     # ChunkSize tokens per forward pass.
-    cores = {name: core for core, name in enumerate(roles)}
     partners = config.core_partners(cpu_engines)
+    engine_gpus = _engine_gpus(config)
+    alive = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+    homes = config.pair_nodes(alive, engine_gpus, cpu_engines)
+    cores = config.engine_cores(homes)
     board = core_share.board_path() if partners else None
     engines = {
         name: _engine_config(
@@ -225,18 +230,15 @@ def _disaggregated_path(
         head_dim=checkpoint.head_dim,
         block_size=engines["prefill-0"].block_size,
     )
-    engine_gpus = _engine_gpus(config)
-    # Instances spread over the nodes that offer what their role claims (scaling out),
-    # except where a prefill and a decode share their cores (CPU engines): those are left
-    # to Ray's default, which keeps them on one node while it has room.
-    spread = {} if partners else {"scheduling_strategy": "SPREAD"}
+    # Instances spread over the nodes that offer what their role claims (scaling out); a
+    # prefill and a decode that share their cores go to one node together (`homes`).
     instances = {
         name: _actor(
             ServingInstance,
             name,
             config.placed(role.value, engine_gpus),
             restarts=RESTARTS,
-            **spread,
+            scheduling_strategy=_where(homes.get(name)),
         ).remote(
             name,
             role.value,
@@ -272,6 +274,13 @@ def _disaggregated_path(
         model_id=str(checkpoint.model_dir),
     )
     return DisaggregatedPath(scheduler, instances, str(checkpoint.model_dir), infrastructure)
+
+
+def _where(node: str | None) -> Any:
+    """Ray's scheduling strategy for an instance: on `node` while it has room, or spread."""
+    if node is None:
+        return "SPREAD"
+    return NodeAffinitySchedulingStrategy(node, soft=True)
 
 
 def memory_node_name(index: int) -> str:

@@ -130,3 +130,29 @@ def test_auto_device_is_decided_by_the_clusters_gpus_not_the_builders() -> None:
     assert DeploymentConfig().on_cluster(cluster_gpus=8).device == "cuda"
     assert DeploymentConfig().on_cluster(cluster_gpus=0).device == "cpu"
     assert DeploymentConfig(device="cpu").on_cluster(cluster_gpus=8).device == "cpu"
+
+
+def test_pairs_that_share_cores_go_round_robin_to_nodes_that_fit_both() -> None:
+    config = DeploymentConfig(prefill=3, decode=3)
+    nodes = {"b": {"CPU": 2.0}, "a": {"CPU": 2.0}}
+    homes = config.pair_nodes(nodes, engine_gpus=0.0, cpu_engines=True)
+    assert homes == {
+        "prefill-0": "a", "decode-0": "a", "prefill-1": "b", "decode-1": "b",
+        "prefill-2": "a", "decode-2": "a",
+    }  # fmt: skip
+    assert config.engine_cores(homes) == {
+        "prefill-0": 0, "decode-0": 1, "prefill-2": 2, "decode-2": 3,  # two pairs on a
+        "prefill-1": 0, "decode-1": 1,
+    }  # fmt: skip
+    assert config.pair_nodes(nodes, engine_gpus=0.0, cpu_engines=False) == {}  # no pairs
+
+
+def test_pairs_whose_members_are_placed_apart_are_left_to_spread() -> None:
+    apart = {"prefill": {"resources": {"node_a": 1}}, "decode": {"resources": {"node_b": 1}}}
+    config = DeploymentConfig(placement=apart)
+    nodes = {"x": {"CPU": 1.0, "node_a": 1.0}, "y": {"CPU": 1.0, "node_b": 1.0}}
+    assert config.pair_nodes(nodes, engine_gpus=0.0, cpu_engines=True) == {}
+    assert config.engine_cores({}) == {"prefill-0": 0, "decode-0": 1}
+    together = DeploymentConfig(placement={r: {"resources": {"node_a": 1}} for r in apart})
+    node_a = {"x": {"node_a": 2.0}, "y": {"node_a": 1.0}}  # a pair claims 2
+    assert set(together.pair_nodes(node_a, 0.0, cpu_engines=True).values()) == {"x"}
