@@ -200,15 +200,12 @@ class ClusterStats:
         for switch, value in self.compression_ratio.items():
             ratio.add_metric([switch], value)
         yield ratio
-        shares = GaugeMetricFamily(
+        yield self._by_tenant(
             "tetriserve:switch_tenant_share",
             "Each tenant's dominant share of its switch's traffic, as DRF counts it.",
-            labels=["switch", "tenant"],
+            "switch",
+            self.switch_shares,
         )
-        for switch, tenants in self.switch_shares.items():
-            for tenant, share in tenants.items():
-                shares.add_metric([switch, self.tenant(tenant)], share)
-        yield shares
 
     def _memory_nodes(self):
         pages = GaugeMetricFamily(
@@ -219,15 +216,12 @@ class ClusterStats:
         for node, count in self.pages_in_use.items():
             pages.add_metric([node], count)
         yield pages
-        by_tenant = GaugeMetricFamily(
+        yield self._by_tenant(
             "tetriserve:memory_node_tenant_pages",
             "KV pages a memory node holds in each tenant's address space.",
-            labels=["memory_node", "tenant"],
+            "memory_node",
+            self.tenant_pages,
         )
-        for node, tenants in self.tenant_pages.items():
-            for tenant, count in tenants.items():
-                by_tenant.add_metric([node, self.tenant(tenant)], count)
-        yield by_tenant
         for name, doc, values in (
             ("region_bytes", "Bytes of the memory node's regions given out.", self.region_bytes),
             ("capacity_bytes", "Bytes the memory node can give out.", self.capacity_bytes),
@@ -236,6 +230,16 @@ class ClusterStats:
             for node, value in values.items():
                 gauge.add_metric([node], value)
             yield gauge
+
+    def _by_tenant(
+        self, name: str, doc: str, owner: str, table: Mapping[str, Mapping[int | str, float]]
+    ) -> GaugeMetricFamily:
+        """A gauge per (owner, tenant) from owner -> tenant -> value, tenants by label."""
+        gauge = GaugeMetricFamily(name, doc, labels=[owner, "tenant"])
+        for key, tenants in table.items():
+            for tenant, value in tenants.items():
+                gauge.add_metric([key, self.tenant(tenant)], value)
+        return gauge
 
     def _instances(self):
         states = self.instances()
