@@ -138,6 +138,10 @@ class FlipController:
             if s.state is FlipState.DRAINING and s.outstanding == 0
         )
 
+    def changing(self) -> bool:
+        """Whether an instance is draining towards the other role."""
+        return any(s.state is FlipState.DRAINING for s in self._states.values())
+
     def flipped(self, instance_id: str) -> Role:
         """Confirm the flip of a ready instance: new role, active, counters reset."""
         if instance_id not in self.ready_to_flip():

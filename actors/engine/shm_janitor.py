@@ -11,9 +11,12 @@ behind.
 `watch(owner_pid)`, called by the engine adapter before it starts an engine, starts this
 module as a process out of that kill's reach: in a session of its own (as Ray's job
 supervisor starts its own watcher), and started by a process that ends at once, since Ray
-also kills an actor's children. Every `SCAN_EVERY_S` it notes the files that the
-owner's descendants map or named after themselves; once the owner has ended and its
-descendants are gone, it unlinks those files and exits. It touches nothing else in /dev/shm
+also kills an actor's children. It notes the files that the owner's descendants map or
+named after themselves: every `SCAN_EVERY_S` while they change (an engine starting), less
+and less often while they do not (`Scans`), up to every `SCAN_AT_MOST_EVERY_S`, since a
+scan reads every process's entry in /proc. It looks every `OWNER_CHECK_S` whether the owner
+still runs; once the owner has ended and its descendants are gone, it unlinks those files
+and exits. It touches nothing else in /dev/shm
 (the memory nodes' arenas and the core board have their own owners).
 """
 
@@ -33,6 +36,8 @@ import psutil
 SHARED_MEMORY = Path("/dev/shm")
 ENGINE_QUEUES = f"{SHARED_MEMORY}/psm_"  # multiprocessing.shared_memory's names, as vLLM's
 SCAN_EVERY_S = 2.0
+SCAN_AT_MOST_EVERY_S = 32.0
+OWNER_CHECK_S = 1.0
 CHECK_EVERY_S = 0.2
 ENGINES_EXIT_WITHIN_S = 30.0
 _watched: set[int] = set()
@@ -85,6 +90,19 @@ def _alive(process: psutil.Process) -> bool:
     return False
 
 
+class Scans:
+    """When the next scan is due: `SCAN_EVERY_S` after one that found something new, twice
+    the last pause (up to `SCAN_AT_MOST_EVERY_S`) after one that found nothing new."""
+
+    def __init__(self, now: float) -> None:
+        self.pause_s = SCAN_EVERY_S
+        self.due = now
+
+    def scanned(self, now: float, found_new: bool) -> None:
+        self.pause_s = SCAN_EVERY_S if found_new else min(2 * self.pause_s, SCAN_AT_MOST_EVERY_S)
+        self.due = now + self.pause_s
+
+
 def clean_up_after(owner_pid: int) -> None:
     """Notes the engine's files while `owner_pid` runs, and unlinks them once it and its
     descendants have ended."""
@@ -94,12 +112,16 @@ def clean_up_after(owner_pid: int) -> None:
         return
     engines: dict[int, psutil.Process] = {}
     files: set[Path] = set()
+    scans = Scans(time.monotonic())
     while _alive(owner):
-        with contextlib.suppress(psutil.Error):
-            engines.update((child.pid, child) for child in owner.children(recursive=True))
-        engines.pop(os.getpid(), None)  # the owner started this process too
-        files |= engine_files(process for process in engines.values() if _alive(process))
-        time.sleep(SCAN_EVERY_S)
+        if time.monotonic() >= scans.due:
+            known = (set(engines), len(files))
+            with contextlib.suppress(psutil.Error):
+                engines.update((child.pid, child) for child in owner.children(recursive=True))
+            engines.pop(os.getpid(), None)  # the owner started this process too
+            files |= engine_files(process for process in engines.values() if _alive(process))
+            scans.scanned(time.monotonic(), found_new=known != (set(engines), len(files)))
+        time.sleep(OWNER_CHECK_S)
     deadline = time.monotonic() + ENGINES_EXIT_WITHIN_S
     while any(_alive(process) for process in engines.values()) and time.monotonic() < deadline:
         time.sleep(CHECK_EVERY_S)

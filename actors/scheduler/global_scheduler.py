@@ -7,9 +7,10 @@ for the tenant of its model and adapter; cluster/kv_capability.py). It refuses w
 reachable instance of a role holds `max_queued_per_instance` waiting requests (the front
 door turns either into a 429 with Retry-After). `decode_instance` answers where a request
 whose decode instance died goes on: the least-loaded reachable one. The monitor collects
-every instance's LoadReport each `monitor_interval_s` (waiting at most ANSWER_TIMEOUT_S for
-each) and broadcasts the decode role's load to every instance, whose decode dispatchers
-choose from it. With flips on, an instance idle for long
+every instance's LoadReport each `monitor_interval_s` while requests are in flight or roles
+are changing, and each `quiet_interval_s` otherwise (a request placed wakes it at once),
+waiting at most ANSWER_TIMEOUT_S for each, and broadcasts the decode role's load to every
+instance, whose decode dispatchers choose from it. With flips on, an instance idle for long
 while the other role is busy is drained (no new work routed to it) and, once empty, told to
 take the other role (cluster/instance_flip.py decides; the instance confirms). A role that
 no instance answers for is taken over the same way, flips on or off. An instance
@@ -23,7 +24,9 @@ took them) still run, and ends the requests of an owner that died.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 import ray
@@ -41,12 +44,13 @@ from cluster.request import BASE_MODEL_NAME, parse_model_name
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
-STATS_EVERY_ROUNDS = 10
+# The memory nodes' and switches' figures are published this often.
+STATS_EVERY_S = 2.5
 _OTHER = {Role.PREFILL: Role.DECODE, Role.DECODE: Role.PREFILL}
 # Longest the monitor waits for one instance's answer before it counts it unreachable.
 ANSWER_TIMEOUT_S = 2.0
-# Every this many monitor rounds (1 s), the owners of the requests in flight are checked.
-OWNER_CHECK_ROUNDS = 4
+# This often, the owners of the requests in flight are checked.
+OWNER_CHECK_S = 1.0
 
 
 class Overloaded(RuntimeError):
@@ -65,6 +69,7 @@ class GlobalScheduler:
         max_outstanding: int = 256,
         max_queued_per_instance: int = 128,
         monitor_interval_s: float = 0.25,
+        quiet_interval_s: float = 1.0,
         placement: Placement | None = None,
         infrastructure: dict[str, Any] | None = None,
         metrics_port: int | None = None,
@@ -89,6 +94,8 @@ class GlobalScheduler:
         self.max_outstanding = max_outstanding
         self.max_queued_per_instance = max_queued_per_instance
         self.monitor_interval_s = monitor_interval_s
+        self.quiet_interval_s = quiet_interval_s
+        self._request_placed = asyncio.Event()  # cuts a quiet pause short
         self.placement = placement or LeastLoaded()
         self.loads = {name: InstanceLoad(name) for name in self.instances}
         self.flips: list[tuple[str, str]] = []  # (instance, new role), in order
@@ -126,6 +133,7 @@ class GlobalScheduler:
             raise NoInstanceAvailable("no prefill instance is available")
         self.loads[chosen].queued += 1
         self.in_flight[request.request_id] = chosen
+        self._request_placed.set()
         if owner:
             self.owners[request.request_id] = owner
         model = request.model or BASE_MODEL_NAME
@@ -209,19 +217,32 @@ class GlobalScheduler:
         self.roles.request_flip(instance_id)
 
     async def _monitor_loop(self) -> None:
-        rounds = 0
+        stats_due = owners_due = 0.0
         while True:
             try:
                 await self._collect_and_broadcast()
                 metrics.WAITING.labels("global-scheduler").set(len(self.in_flight))
-                if rounds % STATS_EVERY_ROUNDS == 0:
+                now = time.monotonic()
+                if now >= stats_due:
+                    stats_due = now + STATS_EVERY_S
                     await self._publish_infrastructure_stats()
-                if rounds % OWNER_CHECK_ROUNDS == 0:
+                if now >= owners_due:
+                    owners_due = now + OWNER_CHECK_S
                     await self._end_orphans()
             except Exception:
                 log.exception("cluster monitor round failed")
-            rounds += 1
-            await asyncio.sleep(self.monitor_interval_s)
+            await self._pause()
+
+    def next_round_in_s(self) -> float:
+        """The monitor's pause before its next round: short while requests are in flight or
+        an instance is changing role, long while the cluster is quiet."""
+        busy = self.in_flight or self.roles.changing()
+        return self.monitor_interval_s if busy else self.quiet_interval_s
+
+    async def _pause(self) -> None:
+        self._request_placed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._request_placed.wait(), self.next_round_in_s())
 
     async def _end_orphans(self) -> None:
         """Requests whose owner died (an ingress replica killed mid-flight) end here. Ray

@@ -250,3 +250,32 @@ def test_a_scheduler_started_again_follows_the_roles_instances_report() -> None:
     asyncio.run(scheduler._collect_and_broadcast())
     assert scheduler.roles.routable(Role.DECODE) == ["decode-0", "decode-1", "prefill-1"]
     assert [_place(scheduler, r) for r in ("a", "b")] == ["prefill-0", "prefill-0"]
+
+
+def test_the_monitor_polls_often_only_while_requests_are_in_flight_or_roles_change() -> None:
+    scheduler, _ = _scheduler()
+    assert scheduler.next_round_in_s() == scheduler.quiet_interval_s
+    _place(scheduler, "r1")
+    assert scheduler.next_round_in_s() == scheduler.monitor_interval_s
+    scheduler.finished("r1")
+    assert scheduler.next_round_in_s() == scheduler.quiet_interval_s
+    scheduler.request_flip("prefill-1")
+    assert scheduler.next_round_in_s() == scheduler.monitor_interval_s
+    assert scheduler.monitor_interval_s < scheduler.quiet_interval_s
+
+
+def test_a_placed_request_cuts_the_monitors_quiet_pause_short() -> None:
+    scheduler, _ = _scheduler()
+    scheduler.quiet_interval_s = 60.0
+
+    async def pause_then_place() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pause = asyncio.create_task(scheduler._pause())
+        await asyncio.sleep(0.05)
+        assert not pause.done()
+        await _placed(scheduler, generate_pb2.GenerateRequest(request_id="r1").SerializeToString())
+        await asyncio.wait_for(pause, 5)
+        return loop.time() - started
+
+    assert asyncio.run(pause_then_place()) < 5

@@ -56,8 +56,10 @@ def test_no_drain_while_the_other_role_is_not_busy() -> None:
 
 def test_a_flip_drains_before_it_switches() -> None:
     flips = controller()
+    assert not flips.changing()
     flips.request_flip("p0")
     assert flips.state("p0") is FlipState.DRAINING
+    assert flips.changing()
     assert flips.routable(P) == ["p1"]
     flips.observe(loads(p0=2, p1=1, d0=5))
     assert flips.ready_to_flip() == []
@@ -71,6 +73,7 @@ def test_a_flip_drains_before_it_switches() -> None:
     assert flips.flipped("p0") is D
     assert flips.role("p0") is D
     assert flips.state("p0") is FlipState.ACTIVE
+    assert not flips.changing()
     assert flips.routable(D) == ["d0", "p0"]
     assert flips.routable(P) == ["p1"]
     assert flips.ready_to_flip() == []

@@ -70,3 +70,20 @@ def test_the_janitor_notes_only_the_engines_queues_and_semaphores(tmp_path: Path
         engine.wait()
         for path in (queue, semaphore):
             path.unlink(missing_ok=True)
+
+
+def test_scans_back_off_while_nothing_new_turns_up_and_come_back_when_something_does() -> None:
+    scans = shm_janitor.Scans(now=0.0)
+    assert scans.due == 0.0  # the first scan at once
+    scans.scanned(now=0.0, found_new=True)
+    assert scans.due == shm_janitor.SCAN_EVERY_S
+    pauses = []
+    now = scans.due
+    for _ in range(6):
+        scans.scanned(now, found_new=False)
+        pauses.append(scans.due - now)
+        now = scans.due
+    assert pauses == [4.0, 8.0, 16.0, 32.0, 32.0, 32.0]
+    assert pauses[-1] == shm_janitor.SCAN_AT_MOST_EVERY_S
+    scans.scanned(now, found_new=True)  # an engine started again: back to short pauses
+    assert scans.due - now == shm_janitor.SCAN_EVERY_S
