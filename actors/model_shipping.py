@@ -1,18 +1,18 @@
 """How a checkpoint reaches every node that loads it, with no filesystem shared between
-nodes. `CheckpointHolder`, an actor on the node where the deployment is built, reads the
-checkpoint directory's files (weights, tokenizer, adapters) and puts them into Ray's object
-store once (`ship`), named by a hash of their content; the object lives as long as the
-holder does. Every actor that loads the model (serving instances and their engines, the
-ingress's tokenizer, the ChunkSize profiler, the adapter store) asks `local_dir`: on the
-holder's node, the directory where it lies; on any other node, a node-local cache under
-`$TETRISERVE_HOME/models/by-hash/DIGEST`, written once per node (the first actor there
-fetches the files, the others wait for it and reuse them).
+nodes. `CheckpointHolder`, an actor on the node where the deployment is built, hashes the
+checkpoint directory's files (weights, tokenizer, adapters) at start, and hands them out,
+read again from its disk, to whoever asks (`files`): nothing is kept in memory or in Ray's
+object store while no node needs a copy. Every actor that loads the model (serving
+instances and their engines, the ingress's tokenizer, the ChunkSize profiler, the adapter
+store) asks `local_dir`: on the holder's node, the directory where it lies; on any other
+node, a node-local cache under `$TETRISERVE_HOME/models/by-hash/DIGEST`, written once per
+node (the first actor there fetches the files, the others wait for it and reuse them), and
+refused unless its content hashes to the digest the holder computed at start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -38,48 +38,74 @@ class ShippedModel:
     directory: str  # where it lies on the builder's node (also the model's name in KV keys)
     node: str  # the builder's node tag
     digest: str  # sha256 over every file's relative path and bytes
-    files: Any  # ObjectRef of {relative path: bytes}
-    holder: Any = None  # the CheckpointHolder that owns `files`; held, it keeps it alive
+    holder: Any  # the CheckpointHolder's handle: it hands out the files
+
+
+def _files_in(directory: Path) -> list[Path]:
+    return [path for path in sorted(directory.rglob("*")) if path.is_file()]
 
 
 def read_files(directory: Path) -> dict[str, bytes]:
     """Every file under `directory`, by its path relative to it."""
-    return {
-        str(path.relative_to(directory)): path.read_bytes()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
+    return {str(path.relative_to(directory)): path.read_bytes() for path in _files_in(directory)}
 
 
-def content_digest(files: dict[str, bytes]) -> str:
+def _combined(hashes: dict[str, bytes]) -> str:
+    """One digest over each file's relative path and the sha256 of its bytes."""
     digest = hashlib.sha256()
-    for name in sorted(files):
+    for name in sorted(hashes):
         digest.update(name.encode() + b"\0")
-        digest.update(hashlib.sha256(files[name]).digest())
+        digest.update(hashes[name])
     return digest.hexdigest()
 
 
-def ship(directory: Path) -> ShippedModel:
-    """The checkpoint at `directory` (on this node) in the object store, owned by this
-    process."""
-    import ray
+def content_digest(files: dict[str, bytes]) -> str:
+    return _combined({name: hashlib.sha256(content).digest() for name, content in files.items()})
 
-    files = read_files(directory)
-    return ShippedModel(str(directory), node_tag(), content_digest(files), ray.put(files))
+
+def directory_digest(directory: Path) -> str:
+    """`content_digest` of the directory's files, read a block at a time."""
+    hashes = {}
+    for path in _files_in(directory):
+        with path.open("rb") as handle:
+            hashes[str(path.relative_to(directory))] = hashlib.file_digest(
+                handle, "sha256"
+            ).digest()
+    return _combined(hashes)
 
 
 class CheckpointHolder:
-    """Owns the shipped checkpoint (placed on the node that has the directory). Every
-    actor given the ShippedModel holds a handle to it, which keeps it alive. Started again
-    after its process died, it ships the files anew, and `local_dir` asks it for them when
-    the object it was given is gone."""
+    """Hands out a checkpoint from the node that has its directory. Every actor given the
+    ShippedModel holds a handle to it. The digest is taken once, at start: a directory
+    changed since then yields copies that `local_dir` refuses."""
 
     def __init__(self, directory: str) -> None:
-        self._model = ship(Path(directory))
+        self.directory = Path(directory)
+        self.digest = directory_digest(self.directory)
 
     def model(self, handle: Any) -> ShippedModel:
-        """The shipped checkpoint; `handle` is this actor's own, handed on with it."""
-        return dataclasses.replace(self._model, holder=handle)
+        """The checkpoint as every node reaches it; `handle` is this actor's own."""
+        return ShippedModel(str(self.directory), node_tag(), self.digest, handle)
+
+    def files(self) -> dict[str, bytes]:
+        """Every file of the checkpoint, read from this node's disk now."""
+        return read_files(self.directory)
+
+
+def hold_here(directory: Path) -> ShippedModel:
+    """The checkpoint at `directory`, handed out by a holder on this node that lives as
+    long as the ShippedModel is held (one that outlives no driver: `bench workloads`
+    profiling before its deployment starts)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    holder = (
+        ray.remote(CheckpointHolder)
+        .options(num_cpus=0, scheduling_strategy=here)
+        .remote(str(directory))
+    )
+    return ray.get(holder.model.remote(holder))
 
 
 HOLDER_NAME = "checkpoint"
@@ -107,11 +133,7 @@ def rebase(path: Path, model: ShippedModel) -> Path:
 def _fetch(model: ShippedModel, target: Path) -> None:
     import ray
 
-    try:
-        files: dict[str, bytes] = ray.get(model.files)
-    except ray.exceptions.RayError:  # its holder was started again: ask it for the new copy
-        log.warning("checkpoint %s: the object is gone; asking its holder", model.directory)
-        files = ray.get(ray.get(model.holder.model.remote(model.holder)).files)
+    files: dict[str, bytes] = ray.get(model.holder.files.remote())
     if content_digest(files) != model.digest:
         raise ValueError(f"the checkpoint fetched for {model.directory} is not {model.digest}")
     staging = Path(tempfile.mkdtemp(prefix=f"{model.digest}.", dir=target.parent))

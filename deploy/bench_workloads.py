@@ -188,12 +188,12 @@ def _deployment(args: argparse.Namespace, model_dir: Path, chunk_tokens: int | N
 def _profiled_chunk_tokens(args: argparse.Namespace, model_dir: Path) -> int:
     """The ChunkSize tetriserve's deployment will profile (and cache), known before it
     starts: it decides which prompts count as heavy prefills."""
-    from actors.model_shipping import ship
+    from actors.model_shipping import hold_here
     from deploy.app_builder import chunk_tokens
 
     config = _deployment(args, model_dir, None)
     checkpoint = inspect_checkpoint(model_dir)
-    return chunk_tokens(config, checkpoint, ship(checkpoint.model_dir))
+    return chunk_tokens(config, checkpoint, hold_here(checkpoint.model_dir))
 
 
 def predictor_accuracy(bench: Bench) -> dict[str, float]:

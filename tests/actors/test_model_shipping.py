@@ -1,8 +1,8 @@
-"""A checkpoint reaches a node that lacks it through Ray's object store
-(actors/model_shipping.py): byte for byte, once per node however many actors ask at once, into
-the node's cache named by its content hash; the node that has the directory uses it in place;
-a copy whose content is not what the hash says is refused; an object lost with its holder is
-asked of the holder again."""
+"""A checkpoint reaches a node that lacks it from its holder (actors/model_shipping.py):
+byte for byte, once per node however many actors ask at once, into the node's cache named
+by its content hash; the node that has the directory uses it in place; a copy whose content
+is not what the hash says is refused, a checkpoint changed since its holder started
+included; a holder started again hands out the same files."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from actors.model_shipping import (
     HOLDER_NAME,
     CheckpointHolder,
     ShippedModel,
+    content_digest,
+    directory_digest,
+    hold_here,
     local_dir,
     read_files,
     rebase,
-    ship,
 )
 
 pytestmark = pytest.mark.actors
@@ -59,7 +61,7 @@ def elsewhere(model: ShippedModel) -> ShippedModel:
 
 
 def test_the_holders_node_uses_the_directory_in_place(local_ray: None, checkpoint: Path) -> None:
-    model = ship(checkpoint)
+    model = hold_here(checkpoint)
     assert local_dir(model) == checkpoint
     assert rebase(checkpoint / "adapters" / "r8", model) == checkpoint / "adapters" / "r8"
 
@@ -67,7 +69,7 @@ def test_the_holders_node_uses_the_directory_in_place(local_ray: None, checkpoin
 def test_another_node_gets_a_byte_identical_copy_once(
     local_ray: None, checkpoint: Path, home: Path
 ) -> None:
-    model = elsewhere(ship(checkpoint))
+    model = elsewhere(hold_here(checkpoint))
     with ThreadPoolExecutor(4) as pool:
         found = set(pool.map(lambda _: local_dir(model), range(4)))
     (copy,) = found
@@ -82,13 +84,30 @@ def test_another_node_gets_a_byte_identical_copy_once(
 def test_a_copy_that_is_not_what_its_hash_names_is_refused(
     local_ray: None, checkpoint: Path, home: Path
 ) -> None:
-    model = dataclasses.replace(elsewhere(ship(checkpoint)), digest="0" * 64)
+    model = dataclasses.replace(elsewhere(hold_here(checkpoint)), digest="0" * 64)
     with pytest.raises(ValueError, match="is not"):
         local_dir(model)
     assert not (home / "models" / "by-hash" / model.digest).exists()
 
 
-def test_an_object_lost_with_its_holder_is_asked_of_the_holder_again(
+def test_a_checkpoint_changed_since_its_holder_started_is_refused(
+    local_ray: None, checkpoint: Path, home: Path
+) -> None:
+    model = elsewhere(hold_here(checkpoint))
+    (checkpoint / "config.json").write_text('{"hidden_size": 128}')
+    with pytest.raises(ValueError, match="is not"):
+        local_dir(model)
+    assert not (home / "models" / "by-hash" / model.digest).exists()
+
+
+def test_the_digest_read_a_block_at_a_time_is_the_digest_of_the_files(checkpoint: Path) -> None:
+    before = directory_digest(checkpoint)
+    assert before == content_digest(read_files(checkpoint))
+    (checkpoint / "config.json").write_text('{"hidden_size": 128}')
+    assert directory_digest(checkpoint) != before
+
+
+def test_a_holder_started_again_hands_out_the_same_files(
     local_ray: None, checkpoint: Path, home: Path
 ) -> None:
     holder = (
@@ -97,7 +116,7 @@ def test_an_object_lost_with_its_holder_is_asked_of_the_holder_again(
         .remote(str(checkpoint))
     )
     model = elsewhere(ray.get(holder.model.remote(holder)))
-    ray.kill(holder, no_restart=False)  # started again: the object it owned is gone
+    ray.kill(holder, no_restart=False)  # its process dies; Ray starts it again
     assert local_dir(model) == home / "models" / "by-hash" / model.digest
     assert read_files(local_dir(model))["model.safetensors"] == bytes(range(256)) * 4096
     ray.kill(holder)
