@@ -29,6 +29,8 @@ from cluster.model_factory import tetriserve_home
 log = logging.getLogger(__name__)
 
 COMPLETE = ".complete"  # written last: a cache directory without it is not used
+# A holder that dies while it answers is started again by Ray, and the read is asked again.
+FETCH_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def rebase(path: Path, model: ShippedModel) -> Path:
 def _fetch(model: ShippedModel, target: Path) -> None:
     import ray
 
-    files: dict[str, bytes] = ray.get(model.holder.files.remote())
+    call = model.holder.files.options(max_task_retries=FETCH_RETRIES)
+    files: dict[str, bytes] = ray.get(call.remote())
     if content_digest(files) != model.digest:
         raise ValueError(f"the checkpoint fetched for {model.directory} is not {model.digest}")
     staging = Path(tempfile.mkdtemp(prefix=f"{model.digest}.", dir=target.parent))
