@@ -94,17 +94,19 @@ class CheckpointHolder:
         return read_files(self.directory)
 
 
-def hold_here(directory: Path) -> ShippedModel:
-    """The checkpoint at `directory`, handed out by a holder on this node that lives as
-    long as the ShippedModel is held (one that outlives no driver: `bench workloads`
-    profiling before its deployment starts)."""
+def hold_here(directory: Path, **actor_options: Any) -> ShippedModel:
+    """The checkpoint at `directory`, handed out by a holder pinned to this node (where the
+    directory is). `actor_options` are Ray's (a name, restarts, a lifetime); without them
+    the holder lives as long as the ShippedModel is held: `bench workloads` profiles
+    through one before its deployment starts."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    options = {"num_cpus": 0, "max_concurrency": 1, **actor_options}
     holder = (
         ray.remote(CheckpointHolder)
-        .options(num_cpus=0, scheduling_strategy=here)
+        .options(scheduling_strategy=here, **options)
         .remote(str(directory))
     )
     return ray.get(holder.model.remote(holder))

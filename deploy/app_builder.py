@@ -27,7 +27,7 @@ from actors.instances.chunk_profiler import chunk_tokens_for
 from actors.instances.engine_instance import EngineInstance
 from actors.instances.serving_instance import ServingInstance
 from actors.memory.memory_node import MemoryNode
-from actors.model_shipping import HOLDER_NAME, CheckpointHolder, ShippedModel
+from actors.model_shipping import HOLDER_NAME, ShippedModel, hold_here
 from actors.request.request_path import ColocatedPath, DisaggregatedPath
 from actors.scheduler.global_scheduler import GlobalScheduler
 from actors.switch.supernic_switch import SuperNICSwitch
@@ -333,17 +333,9 @@ def _close_memory_nodes(config: DeploymentConfig) -> None:
 
 def _ship(model_dir: Path) -> ShippedModel:
     """The checkpoint, reachable from every node (actors/model_shipping.py): its holder runs
-    on this node, where the directory is."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    holder = _actor(
-        CheckpointHolder,
-        HOLDER_NAME,
-        RolePlacement(),
-        concurrent=False,
-        restarts=RESTARTS,
-        scheduling_strategy=here,
-    ).remote(str(model_dir))
-    return ray.get(holder.model.remote(holder))
+    on this node, where the directory is, and lives as the deployment's other actors do."""
+    lifetime = "detached" if _DETACHED else None
+    return hold_here(model_dir, name=HOLDER_NAME, lifetime=lifetime, max_restarts=RESTARTS)
 
 
 def build_app(config: DeploymentConfig) -> serve.Application:
