@@ -103,6 +103,15 @@ DISPATCHERS: dict[str, Callable[[int], Placement]] = {
 }
 
 
+def decode_need(prompt_tokens: int, predicted_tokens: int, heavy_decode_tokens: int) -> RequestNeed:
+    """What a request asks of its decode instance: KV for its prompt and its predicted
+    decode tokens (the predicted bucket's lower bound), and whether that decode is heavy
+    (at least `heavy_decode_tokens`)."""
+    return RequestNeed(
+        kv_tokens=prompt_tokens + predicted_tokens, heavy=predicted_tokens >= heavy_decode_tokens
+    )
+
+
 def make_dispatcher(name: str, seed: int = 0) -> Placement:
     """The dispatcher called `name`, seeded where it draws at random."""
     try:

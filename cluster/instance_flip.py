@@ -79,7 +79,19 @@ class FlipController:
         for iid, load in loads.items():
             if iid in self._states:
                 self._record(self._states[iid], load.outstanding)
-        eligible = [state for state in self._states.values() if self._should_drain(state)]
+        if self._idle_rounds is None:
+            return []
+        # Per role, once a round: whether an idle instance of it may start draining.
+        may_drain = {
+            role: self._role_busy(_other(role)) and self._may_lose_one(role) for role in Role
+        }
+        eligible = [
+            state
+            for state in self._states.values()
+            if state.state is FlipState.ACTIVE
+            and state.idle_rounds >= self._idle_rounds
+            and may_drain[state.role]
+        ]
         if not eligible:
             return []
         chosen = min(eligible, key=lambda state: (-state.idle_rounds, state.instance_id))
@@ -168,15 +180,6 @@ class FlipController:
     def _record(self, state: InstanceState, outstanding: int) -> None:
         state.outstanding = outstanding
         state.idle_rounds = state.idle_rounds + 1 if outstanding == 0 else 0
-
-    def _should_drain(self, state: InstanceState) -> bool:
-        return (
-            self._idle_rounds is not None
-            and state.state is FlipState.ACTIVE
-            and state.idle_rounds >= self._idle_rounds
-            and self._role_busy(_other(state.role))
-            and self._may_lose_one(state.role)
-        )
 
     def _role_busy(self, role: Role) -> bool:
         """At least one active instance of `role`, and every one of them busy."""

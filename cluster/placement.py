@@ -30,6 +30,32 @@ class InstanceLoad:
     def outstanding(self) -> int:
         return self.queued + self.running
 
+    # A placer counts what it sends until the instance's next load report says it: the
+    # global scheduler its placements on prefill instances, a decode dispatcher its
+    # dispatches to decode instances.
+    def placed(self) -> None:
+        self.queued += 1
+
+    def left(self) -> None:
+        """A request placed here left the queue (its prefill ended)."""
+        self.queued = max(self.queued - 1, 0)
+
+    def dispatched(self, need: RequestNeed, predicted_tokens: int) -> None:
+        """A request dispatched here to decode `predicted_tokens` (at least one)."""
+        self.queued += 1
+        self.free_kv_tokens = max(self.free_kv_tokens - need.kv_tokens, 0)
+        self.predicted_tokens += max(predicted_tokens, 1)
+        if need.heavy:
+            self.heavy_decodes += 1
+        else:
+            self.light_decodes += 1
+
+    def reported(self, known: InstanceLoad) -> InstanceLoad:
+        """This report of a prefill instance, counting the placements `known` holds that
+        have not arrived there yet."""
+        self.queued = max(self.queued, known.queued)
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class RequestNeed:

@@ -3,7 +3,9 @@
 Arriving requests enter the raw queue. When the scheduled queue runs dry, up to
 `sched_batch` (PrefillSchedBatch) requests are taken from the raw queue in arrival order,
 sorted by the policy (FCFS, SJF or LJF by prompt length; ties by arrival) and appended to the
-scheduled queue, which releases them one by one to be packed into chunks. Scheduling is
+scheduled queue, which releases them one by one to be packed into chunks: while the engine
+holds fewer than CHUNKS_IN_ENGINE chunks of released, not yet prefilled prompt tokens
+(`release`). Scheduling is
 non-preemptive: a later short prompt never jumps ahead of already-scheduled work, and the
 bounded batch keeps long prompts from starving under SJF.
 """
@@ -14,6 +16,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+# The engine holds at most this many chunks of released, not yet prefilled prompt tokens:
+# one being computed and one ready, so the engine never idles between chunks.
+CHUNKS_IN_ENGINE = 2
 
 
 class QueuePolicy(StrEnum):
@@ -75,6 +81,18 @@ class PrefillQueue:
         item = self._scheduled.popleft()
         self._forget(item)
         return item
+
+    def release(self, in_engine_tokens: int, chunk_tokens: int) -> list[QueuedPrompt]:
+        """The requests to let into the engine now, in policy order, given the prompt
+        tokens it holds not yet prefilled: while under CHUNKS_IN_ENGINE chunks."""
+        released = []
+        while in_engine_tokens < CHUNKS_IN_ENGINE * chunk_tokens:
+            item = self.pop()
+            if item is None:
+                break
+            released.append(item)
+            in_engine_tokens += item.prompt_tokens
+        return released
 
     def remove(self, request_id: str) -> bool:
         """Cancel a waiting request; False when it is not waiting."""

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from actors import metrics
@@ -25,32 +24,13 @@ from actors.instances.serving_engine import ServingEngine
 from actors.kv.kv_client import KVClient, KVTransferError
 from actors.wire import delta_to_wire, lease_pages, request_from_wire
 from cluster.config import SchedulingConfig
-from cluster.decode_admission import Candidate, RunningDecode, make_admission
+from cluster.decode_admission import Candidate, make_admission
+from cluster.decode_load import DecodeProgress, decode_load
 from cluster.kv_pages import tenant_id
 from cluster.kv_transfer import TransferParams, lease_usable
 from cluster.placement import InstanceLoad
 from cluster.request import TokenDelta, merge_deltas
 from tetriserve.v1 import scheduling_pb2
-
-
-@dataclass(slots=True)
-class _Decoding:
-    prompt_tokens: int
-    predicted_output: int
-    heavy: bool
-    generated: int = 0
-
-    @property
-    def work_left(self) -> int:
-        """Decode tokens still to make, as predicted: at least the next one."""
-        return max(self.predicted_output - self.generated, 1)
-
-    def view(self, request_id: str) -> RunningDecode:
-        return RunningDecode(
-            request_id,
-            kv_tokens=self.prompt_tokens + self.generated,
-            predicted_remaining=max(self.predicted_output - self.generated, 0),
-        )
 
 
 class DecodeInstance:
@@ -63,7 +43,7 @@ class DecodeInstance:
         self.admission = make_admission(scheduling.admission)
         self.longest_interval_s = scheduling.stream_interval_ms / 1000
         self.messages_per_s = scheduling.stream_messages_per_s
-        self.decoding: dict[str, _Decoding] = {}
+        self.decoding: dict[str, DecodeProgress] = {}
         self.waiting = 0
         self.waiting_tokens = 0  # predicted decode tokens of the requests admission holds
         self._changed = asyncio.Condition()
@@ -74,14 +54,9 @@ class DecodeInstance:
 
     def load(self) -> InstanceLoad:
         load = self.serving.load(waiting_outside=self.waiting)
-        used = sum(d.prompt_tokens + d.generated for d in self.decoding.values())
-        load.free_kv_tokens = max(self.capacity_tokens() - used, 0)
-        load.heavy_decodes = sum(d.heavy for d in self.decoding.values())
-        load.light_decodes = len(self.decoding) - load.heavy_decodes
-        load.predicted_tokens = self.waiting_tokens + sum(
-            d.work_left for d in self.decoding.values()
+        return decode_load(
+            load, self.decoding.values(), self.waiting_tokens, self.capacity_tokens()
         )
-        return load
 
     async def decode(self, task_bytes: bytes) -> AsyncIterator[bytes]:
         task = scheduling_pb2.DecodeTask.FromString(task_bytes)
@@ -134,9 +109,9 @@ class DecodeInstance:
         waits longer, up to `longest_interval_s`."""
         return min(self.longest_interval_s, len(self.decoding) / self.messages_per_s)
 
-    async def _admit(self, request_id: str, task: scheduling_pb2.DecodeTask) -> _Decoding:
+    async def _admit(self, request_id: str, task: scheduling_pb2.DecodeTask) -> DecodeProgress:
         """Waits until the admission policy lets the request into the engine."""
-        decoding = _Decoding(
+        decoding = DecodeProgress(
             prompt_tokens=len(task.prompt_token_ids),
             predicted_output=task.decision.predicted_decode_tokens,
             heavy=task.decision.heavy_decode,

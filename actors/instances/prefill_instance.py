@@ -31,25 +31,21 @@ from actors.instances.serving_engine import ServingEngine
 from actors.kv.kv_client import KVClient, KVTransferError
 from actors.wire import delta_to_wire, lease_pages, load_from_wire, request_from_wire
 from cluster.config import SchedulingConfig
-from cluster.decode_dispatch import make_dispatcher
+from cluster.decode_dispatch import decode_need, make_dispatcher
 from cluster.kv_pages import PageLayout, tenant_id
 from cluster.kv_transfer import TransferParams, lease_usable, lease_worth_keeping
 from cluster.length_predictor import (
     LengthBuckets,
-    LengthPrediction,
     LengthPredictor,
     held_out_accuracy,
     load_sharegpt,
 )
-from cluster.placement import InstanceLoad, RequestNeed
+from cluster.placement import InstanceLoad
 from cluster.prefill_queue import PrefillQueue
 from cluster.recent_ids import RecentIds
 from cluster.request import FinishReason, GenerationRequest, TokenDelta
 from tetriserve.v1 import kv_pb2, scheduling_pb2
 
-# The engine holds at most this many chunks of released, not yet prefilled prompt tokens:
-# one being computed and one ready, so the engine never idles between chunks.
-CHUNKS_IN_ENGINE = 2
 log = logging.getLogger(__name__)
 
 
@@ -243,10 +239,7 @@ class PrefillInstance:
 
     def _release_queued(self) -> None:
         """Lets queued requests into the engine, in policy order, while it has room."""
-        while self.released_tokens < CHUNKS_IN_ENGINE * self.chunk_tokens:
-            queued = self.queue.pop()
-            if queued is None:
-                return
+        for queued in self.queue.release(self.released_tokens, self.chunk_tokens):
             self.released_tokens += queued.prompt_tokens
             self._turns.pop(queued.request_id).set()
 
@@ -279,27 +272,16 @@ class PrefillInstance:
     ) -> None:
         """Fills in the predicted output length and the decode instance chosen for it."""
         prediction = self.predictor.predict(prompt, request.sampling.max_tokens)
-        heavy = self.is_heavy(prediction)
-        need = RequestNeed(kv_tokens=len(prompt) + prediction.lower_tokens, heavy=heavy)
+        need = decode_need(len(prompt), prediction.lower_tokens, self.heavy_decode_tokens)
         chosen = self.dispatcher.choose(self.decode_loads, need)
         if chosen is None:
             raise NoDecodeInstance("no decode instance is known to this prefill instance")
-        load = self.decode_loads[chosen]  # counted until the next broadcast corrects it
-        load.queued += 1
-        load.free_kv_tokens = max(load.free_kv_tokens - need.kv_tokens, 0)
-        load.predicted_tokens += max(prediction.lower_tokens, 1)
-        if heavy:
-            load.heavy_decodes += 1
-        else:
-            load.light_decodes += 1
+        self.decode_loads[chosen].dispatched(need, prediction.lower_tokens)
         decision.decode_instance = chosen
         decision.predicted_decode_bucket = prediction.bucket
         decision.predicted_decode_tokens = prediction.lower_tokens
-        decision.heavy_decode = heavy
+        decision.heavy_decode = need.heavy
         decision.policy = type(self.dispatcher).__name__
-
-    def is_heavy(self, prediction: LengthPrediction) -> bool:
-        return prediction.lower_tokens >= self.heavy_decode_tokens
 
     def _lease(self, request: GenerationRequest, tenant: int, prompt: list[int]) -> kv_pb2.KVLease:
         """Fresh pages for every prompt token, pinned by a new lease; an empty lease when

@@ -131,7 +131,7 @@ class GlobalScheduler:
         chosen = self.placement.choose(self._reachable(Role.PREFILL))
         if chosen is None:
             raise NoInstanceAvailable("no prefill instance is available")
-        self.loads[chosen].queued += 1
+        self.loads[chosen].placed()
         self.in_flight[request.request_id] = chosen
         self._request_placed.set()
         if owner:
@@ -173,8 +173,8 @@ class GlobalScheduler:
     def prefilled(self, request_id: str) -> None:
         """The request left its prefill instance."""
         chosen = self.in_flight.get(request_id)
-        if chosen is not None and self.loads[chosen].queued > 0:
-            self.loads[chosen].queued -= 1
+        if chosen is not None:
+            self.loads[chosen].left()
 
     def finished(self, request_id: str) -> None:
         """The request's owner let it go. Ray may run an owner's calls out of order, so a
@@ -314,7 +314,7 @@ class GlobalScheduler:
                 self.roles.reported(name, role)
             load = load_from_wire(message)
             if self.roles.role(name) is Role.PREFILL:  # placed but not yet arrived counts too
-                load.queued = max(load.queued, self.loads[name].queued)
+                load.reported(self.loads[name])
             self.loads[name] = load
 
     async def _flip_drained(self) -> list[tuple[str, str]]:

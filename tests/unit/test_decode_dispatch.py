@@ -10,6 +10,7 @@ from cluster.decode_dispatch import (
     LeastWork,
     PowerOfTwo,
     RandomChoice,
+    decode_need,
     heavy_fraction_after,
     make_dispatcher,
 )
@@ -135,3 +136,32 @@ def test_least_work_keeps_to_instances_with_room() -> None:
     loads["roomy"].predicted_tokens = 10_000
     chosen = {LeastWork(seed).choose(loads, RequestNeed(kv_tokens=1000)) for seed in SEEDS}
     assert chosen == {"roomy"}
+
+
+def test_decode_need_counts_the_prompt_and_predicted_tokens_and_marks_heavy_decodes() -> None:
+    assert decode_need(100, 63, heavy_decode_tokens=64) == RequestNeed(163, heavy=False)
+    assert decode_need(100, 64, heavy_decode_tokens=64) == RequestNeed(164, heavy=True)
+
+
+def test_a_dispatch_counts_in_the_load_until_the_next_report() -> None:
+    load = InstanceLoad("d", queued=1, free_kv_tokens=150, predicted_tokens=10, light_decodes=1)
+    load.dispatched(RequestNeed(kv_tokens=100, heavy=True), predicted_tokens=0)
+    assert (load.queued, load.free_kv_tokens, load.predicted_tokens) == (2, 50, 11)
+    assert (load.heavy_decodes, load.light_decodes) == (1, 1)
+    load.dispatched(RequestNeed(kv_tokens=100, heavy=False), predicted_tokens=30)
+    assert (load.queued, load.free_kv_tokens, load.predicted_tokens) == (3, 0, 41)
+    assert (load.heavy_decodes, load.light_decodes) == (1, 2)
+
+
+def test_placements_count_until_a_report_shows_them() -> None:
+    known = InstanceLoad("p")
+    known.placed()
+    known.placed()
+    known.left()
+    assert known.queued == 1
+    known.left()
+    known.left()  # a late report of a request never counted: no negative queue
+    assert known.queued == 0
+    known.placed()
+    assert InstanceLoad("p", queued=0, running=2).reported(known).queued == 1
+    assert InstanceLoad("p", queued=3).reported(known).queued == 3

@@ -118,3 +118,15 @@ def test_invalid_settings_and_lengths_are_rejected(
 ) -> None:
     with pytest.raises(ValueError):
         PrefillQueue(policy, sched_batch=batch).push("a", tokens)
+
+
+def test_release_fills_the_engine_up_to_two_chunks_in_policy_order() -> None:
+    queue = PrefillQueue("sjf", sched_batch=8)
+    for request_id, tokens in [("a", 300), ("b", 100), ("c", 200), ("d", 50)]:
+        queue.push(request_id, tokens)
+    # 100 tokens already in the engine, chunks of 200: released while under 400 tokens.
+    released = queue.release(in_engine_tokens=100, chunk_tokens=200)
+    assert [item.request_id for item in released] == ["d", "b", "c"]  # 150, 250, then 450
+    assert queue.release(in_engine_tokens=450, chunk_tokens=200) == []
+    assert [item.request_id for item in queue.release(0, chunk_tokens=200)] == ["a"]
+    assert queue.release(in_engine_tokens=0, chunk_tokens=200) == []
