@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from cluster.checkpoint import inspect_checkpoint
 from cluster.length_predictor import LengthPredictor, held_out_accuracy
+from cluster.workload_mix import WORKLOADS
 from deploy import bench_workloads_report as report
 from deploy import cpu_profile, workloads
 from deploy.bench_args import add_model_args, positive, sampling_args
@@ -58,9 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and performance per dollar per workload, with the ratios.",
     )
     add_model_args(parser)
-    parser.add_argument(
-        "--workloads", default=",".join(workloads.WORKLOADS), help="comma-separated subset"
-    )
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     parser.add_argument("--requests", type=positive, default=48, help="requests per workload")
     parser.add_argument("--rate", type=float, default=4.0, help="Poisson arrivals per second")
     parser.add_argument("--warmup", type=positive, default=32, help="warm-up requests")
@@ -75,9 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _names(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(workloads.WORKLOADS))
+    unknown = sorted(set(names) - set(WORKLOADS))
     if unknown or not names:
-        raise SystemExit(f"unknown workloads {unknown}; choose from {workloads.WORKLOADS}")
+        raise SystemExit(f"unknown workloads {unknown}; choose from {WORKLOADS}")
     return names
 
 

@@ -2,7 +2,8 @@
 
 A request is light or heavy in prefill (its prompt fits in one ChunkSize or not) and in
 decode (its output is at most the median output length or longer), which gives four kinds:
-LPLD, LPHD, HPLD and HPHD; the fifth workload, Mixed, takes a quarter of each.
+LPLD, LPHD, HPLD and HPHD; the fifth workload, Mixed, takes a quarter of each. The kinds,
+the prompt ranges and the heavy-decode threshold are those of `cluster/workload_mix.py`.
 
 Prompts come from families. Each family has its own topic words, its own opening phrase
 and its own output-length range, so a length predictor can learn the output length from
@@ -23,24 +24,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-WORKLOADS: tuple[str, ...] = ("LPLD", "LPHD", "HPLD", "HPHD", "Mixed")
-KINDS: tuple[str, ...] = WORKLOADS[:4]
+from cluster.workload_mix import (
+    HEAVY_DECODE,
+    LIGHT_DECODE,
+    Range,
+    heavy_decode_threshold,
+    kinds_for,
+    prompt_ranges,
+    split,
+)
 
-# The shortest light prompt, in tokens.
-LIGHT_PROMPT_MIN = 16
-# How many times a heavy prompt may be as long as ChunkSize.
-HEAVY_PROMPT_CHUNKS = 3
-# Tokens kept free between the longest prompt plus output and max_model_len.
-MODEL_LEN_MARGIN = 8
 # Draws in a row that may overshoot a prompt's class before building it gives up.
 MAX_REJECTED_DRAWS = 200
 
-Range = tuple[int, int]
 CountTokens = Callable[[str], int]
-
-# Output tokens of light- and heavy-decode requests (inclusive ranges).
-LIGHT_DECODE: Range = (8, 32)
-HEAVY_DECODE: Range = (96, 192)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,32 +132,14 @@ def is_heavy_decode(req: WorkloadRequest, th: Thresholds) -> bool:
 
 
 def kind_of(req: WorkloadRequest, th: Thresholds) -> str:
-    """The request's kind among `KINDS`, e.g. `LPHD`."""
+    """The request's kind among `cluster.workload_mix.KINDS`, e.g. `LPHD`."""
     prefill = "HP" if is_heavy_prefill(req, th) else "LP"
     return prefill + ("HD" if is_heavy_decode(req, th) else "LD")
 
 
-def _check_range(name: str, bounds: Range) -> None:
-    low, high = bounds
-    if not 1 <= low <= high:
-        raise ValueError(f"{name} output range {bounds} must satisfy 1 <= low <= high")
-
-
 def thresholds_for(chunk_tokens: int, light_decode: Range, heavy_decode: Range) -> Thresholds:
-    """The thresholds of workloads drawn from these output ranges.
-
-    Half of Mixed decodes light and half heavy, so every value from the longest light output
-    up to just below the shortest heavy one is a median of its outputs; the heavy-decode
-    threshold is the middle of that gap, `(light_high + heavy_low) // 2`. Every light output
-    is then at most the threshold and every heavy output above it.
-    """
-    _check_range("light decode", light_decode)
-    _check_range("heavy decode", heavy_decode)
-    if light_decode[1] >= heavy_decode[0]:
-        raise ValueError(
-            f"light decode range {light_decode} must end below heavy decode range {heavy_decode}"
-        )
-    return Thresholds(chunk_tokens, (light_decode[1] + heavy_decode[0]) // 2)
+    """The thresholds of workloads drawn from these output ranges (`heavy_decode_threshold`)."""
+    return Thresholds(chunk_tokens, heavy_decode_threshold(light_decode, heavy_decode))
 
 
 def family_ranges(light_decode: Range, heavy_decode: Range) -> dict[str, Range]:
@@ -168,17 +147,8 @@ def family_ranges(light_decode: Range, heavy_decode: Range) -> dict[str, Range]:
     ranges: dict[str, Range] = {}
     for heavy, bounds in ((False, light_decode), (True, heavy_decode)):
         names = [family.name for family in FAMILIES if family.heavy_decode == heavy]
-        ranges.update(zip(names, _split(bounds, len(names)), strict=True))
+        ranges.update(zip(names, split(bounds, len(names)), strict=True))
     return ranges
-
-
-def _split(bounds: Range, parts: int) -> list[Range]:
-    """`bounds` cut into `parts` contiguous ranges; all of it for each when it is too narrow."""
-    low, high = bounds
-    if high - low + 1 < parts:
-        return [bounds] * parts
-    cuts = [low + (high - low + 1) * i // parts for i in range(parts + 1)]
-    return [(cuts[i], cuts[i + 1] - 1) for i in range(parts)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,33 +161,9 @@ class _Plan:
 
 
 def _plan(chunk_tokens: int, max_model_len: int, light_decode: Range, heavy_decode: Range) -> _Plan:
-    if chunk_tokens < 2 * LIGHT_PROMPT_MIN:
-        raise ValueError(f"chunk_tokens {chunk_tokens} is below {2 * LIGHT_PROMPT_MIN}")
     longest_output = max(light_decode[1], heavy_decode[1])
-    heavy_high = min(HEAVY_PROMPT_CHUNKS * chunk_tokens, max_model_len - longest_output)
-    heavy_high -= MODEL_LEN_MARGIN
-    if heavy_high <= chunk_tokens:
-        raise ValueError(
-            f"max_model_len {max_model_len} leaves no room for a heavy prompt: it must exceed "
-            f"chunk_tokens + longest output + {MODEL_LEN_MARGIN} = "
-            f"{chunk_tokens + longest_output + MODEL_LEN_MARGIN}"
-        )
-    return _Plan(
-        (LIGHT_PROMPT_MIN, chunk_tokens),
-        (chunk_tokens + 1, heavy_high),
-        family_ranges(light_decode, heavy_decode),
-    )
-
-
-def _kinds(name: str, num_requests: int, rng: random.Random) -> list[str]:
-    """The kind of each request: all `name`, or for Mixed a shuffled quarter of each."""
-    if name not in WORKLOADS:
-        raise ValueError(f"unknown workload {name!r}; choose one of {', '.join(WORKLOADS)}")
-    if name != "Mixed":
-        return [name] * num_requests
-    kinds = [KINDS[i % len(KINDS)] for i in range(num_requests)]
-    rng.shuffle(kinds)
-    return kinds
+    prompts = prompt_ranges(chunk_tokens, max_model_len, longest_output)
+    return _Plan(prompts.light, prompts.heavy, family_ranges(light_decode, heavy_decode))
 
 
 def _prompt_text(opening: str, words: Sequence[str]) -> str:
@@ -291,7 +237,7 @@ def make_workload(
         raise ValueError(f"num_requests must be at least 1, not {num_requests}")
     plan = _plan(chunk_tokens, max_model_len, light_decode, heavy_decode)
     rng = random.Random(seed)
-    kinds = _kinds(name, num_requests, rng)
+    kinds = kinds_for(name, num_requests, rng)
     seen: dict[str, int] = {}
     requests = []
     for kind in kinds:

@@ -12,6 +12,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from cluster.model_factory import ensure_model
+from cluster.workload_mix import KINDS, LIGHT_PROMPT_MIN, MODEL_LEN_MARGIN, WORKLOADS
 from deploy import workloads as wl
 
 CHUNK = 64
@@ -64,7 +65,7 @@ def test_families_have_their_own_words() -> None:
     assert all(len(family.words) >= 30 for family in wl.FAMILIES)
 
 
-@pytest.mark.parametrize("name", wl.KINDS)
+@pytest.mark.parametrize("name", KINDS)
 def test_every_request_is_of_the_workloads_kind(
     name: str, count_tokens: Callable[[str], int]
 ) -> None:
@@ -73,7 +74,7 @@ def test_every_request_is_of_the_workloads_kind(
     assert {wl.kind_of(req, TH) for req in requests} == {name}
     assert all(req.prompt_tokens == count_tokens(req.prompt) for req in requests)
     light_floor = min(req.prompt_tokens for req in requests)
-    assert light_floor >= wl.LIGHT_PROMPT_MIN
+    assert light_floor >= LIGHT_PROMPT_MIN
     assert max(req.prompt_tokens for req in requests) <= 3 * CHUNK
 
 
@@ -88,8 +89,8 @@ def test_outputs_stay_in_their_familys_range(count_tokens: Callable[[str], int])
 def test_mixed_holds_each_kind_a_quarter(count_tokens: Callable[[str], int]) -> None:
     requests = make("Mixed", count_tokens, num_requests=40)
     kinds = [wl.kind_of(req, TH) for req in requests]
-    assert Counter(kinds) == dict.fromkeys(wl.KINDS, 10)
-    assert kinds != [wl.KINDS[i % 4] for i in range(40)]  # shuffled
+    assert Counter(kinds) == dict.fromkeys(KINDS, 10)
+    assert kinds != [KINDS[i % 4] for i in range(40)]  # shuffled
 
 
 def test_the_seed_decides_the_workload(count_tokens: Callable[[str], int]) -> None:
@@ -99,7 +100,7 @@ def test_the_seed_decides_the_workload(count_tokens: Callable[[str], int]) -> No
 
 
 def test_prompt_and_output_fit_in_max_model_len(count_tokens: Callable[[str], int]) -> None:
-    tight = CHUNK + HEAVY[1] + wl.MODEL_LEN_MARGIN + 12
+    tight = CHUNK + HEAVY[1] + MODEL_LEN_MARGIN + 12
     for name in ("HPHD", "HPLD", "Mixed"):
         for req in make(name, count_tokens, max_model_len=tight):
             assert req.prompt_tokens + req.output_tokens <= tight
@@ -108,13 +109,13 @@ def test_prompt_and_output_fit_in_max_model_len(count_tokens: Callable[[str], in
 
 def test_no_room_for_a_heavy_prompt_is_an_error(count_tokens: Callable[[str], int]) -> None:
     with pytest.raises(ValueError, match="no room"):
-        make("LPLD", count_tokens, max_model_len=CHUNK + HEAVY[1] + wl.MODEL_LEN_MARGIN)
+        make("LPLD", count_tokens, max_model_len=CHUNK + HEAVY[1] + MODEL_LEN_MARGIN)
 
 
 def test_unknown_workload_names_the_valid_ones(count_tokens: Callable[[str], int]) -> None:
     with pytest.raises(ValueError, match="LPHD") as error:
         make("LPMD", count_tokens)
-    assert all(name in str(error.value) for name in wl.WORKLOADS)
+    assert all(name in str(error.value) for name in WORKLOADS)
     with pytest.raises(ValueError):
         make("LPLD", count_tokens, num_requests=0)
 
