@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module of `deploy/` and plugs in through a
 `register(subparsers)` function that adds its parser and sets `func` to a callable
-taking the parsed arguments and returning an exit code.
+taking the parsed arguments and returning an exit code. A command group (`bench`, `sim`)
+is a parser of its own whose modules register their sub-commands on it the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ _BENCH_MODULES = (
     "deploy.bench_latency",
     "deploy.bench_workloads",
 )
+# Modules that contribute sub-commands of `tetriserve sim`.
+_SIM_MODULES = ("deploy.sim_cmd",)
+# Command groups: (name, help, the modules that contribute its sub-commands).
+_GROUPS = (
+    ("bench", "benchmarks: hardware models, workloads", _BENCH_MODULES),
+    ("sim", "the simulator: paper replays in simulated time", _SIM_MODULES),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
         _load(name).register(commands)
-    bench = commands.add_parser("bench", help="benchmarks: hardware models, workloads")
-    bench_commands = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    for name in _BENCH_MODULES:
-        _load(name).register(bench_commands)
+    for group, help_text, modules in _GROUPS:
+        group_parser = commands.add_parser(group, help=help_text)
+        group_commands = group_parser.add_subparsers(
+            dest=group, required=True, metavar=group.upper()
+        )
+        for name in modules:
+            _load(name).register(group_commands)
     return parser
 
 
