@@ -3,16 +3,19 @@
 Tests and benchmarks must not depend on a model hub, so tetriserve makes its own models.
 `make_model` writes a Llama-architecture checkpoint in Hugging
 Face format (config.json, model.safetensors, generation_config.json, a byte-level BPE
-tokenizer with a chat template) plus PEFT LoRA adapters of ranks 8, 16, 32 and 64 under
-`adapters/`. The engine loads the directory like any real checkpoint; `cluster.checkpoint`
-inspects it with the same code that inspects a user's own checkpoint.
+tokenizer with a chat template) plus PEFT LoRA adapters under `adapters/`: by default one
+of each rank 8, 16, 32 and 64 (`r8` ... `r64`), or as many as asked, of ranks taken in turn
+(`AdapterSet`: `a000-r8`, `a001-r16`, ...). The engine loads the directory like any real
+checkpoint; `cluster.checkpoint` inspects it with the same code that inspects a user's own
+checkpoint.
 
 Lifecycle of one call: build everything into a hidden temporary directory beside the target,
 write the completion marker last, then rename the directory into place. An interrupted run
 leaves only the temporary directory behind, never a half model under the final name, and a
 later call with the same size and seed finds the marker and returns at once.
 
-The same size and seed always give byte-identical files. The random model never emits a
+The same size, seed and adapter set always give byte-identical files; an adapter's weights
+depend only on the seed and its name. The random model never emits a
 special token under greedy decoding (their output-head rows are zero), so a request runs to
 its `max_tokens`, which keeps benchmark lengths exact.
 """
@@ -99,6 +102,35 @@ def tetriserve_home() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "tetriserve"
 
 
+@dataclass(frozen=True, slots=True)
+class AdapterSet:
+    """The LoRA adapters a model is made with: one of each of `ranks` (named `rR`), or
+    `count` of them (named `aNNN-rR`, the ranks taken in turn)."""
+
+    count: int | None = None
+    ranks: tuple[int, ...] = ADAPTER_RANKS
+
+    def __post_init__(self) -> None:
+        if self.count is not None and self.count < 0:
+            raise ValueError(f"adapter count must be >= 0, got {self.count}")
+        if not self.ranks or min(self.ranks) < 1:
+            raise ValueError(f"adapter ranks must be positive, got {self.ranks}")
+
+    def named(self) -> list[tuple[str, int]]:
+        """(name, rank) of every adapter."""
+        if self.count is None:
+            return [(f"r{rank}", rank) for rank in self.ranks]
+        digits = max(3, len(str(self.count - 1)))
+        ranks = [self.ranks[i % len(self.ranks)] for i in range(self.count)]
+        return [(f"a{i:0{digits}d}-r{rank}", rank) for i, rank in enumerate(ranks)]
+
+    def identity(self) -> dict[str, Any]:
+        """What the completion marker records of it (nothing for the default set)."""
+        if self == AdapterSet():
+            return {}
+        return {"adapters": self.count, "ranks": list(self.ranks)}
+
+
 def default_model_dir(size: ModelSize = "tiny") -> Path:
     """Where `ensure_model` keeps the seed-0 model of a size."""
     return tetriserve_home() / "models" / f"{size}-seed0"
@@ -109,23 +141,25 @@ def ensure_model(size: ModelSize = "tiny") -> Path:
     return make_model(default_model_dir(size), size=size, seed=0)
 
 
-def make_model(out_dir: Path, size: ModelSize = "tiny", seed: int = 0) -> Path:
+def make_model(
+    out_dir: Path, size: ModelSize = "tiny", seed: int = 0, adapters: AdapterSet = AdapterSet()
+) -> Path:
     """Write a random-weight Llama checkpoint with LoRA adapters to `out_dir` and return it.
 
-    Returns at once when `out_dir` already holds a complete model of this size and seed.
-    Raises FileExistsError when `out_dir` holds anything else.
+    Returns at once when `out_dir` already holds a complete model of this size, seed and
+    adapter set. Raises FileExistsError when `out_dir` holds anything else.
     """
     if size not in SHAPES:
         raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SHAPES)}")
     out_dir = Path(out_dir)
-    identity = {"size": size, "seed": seed}
+    identity = {"size": size, "seed": seed, **adapters.identity()}
     if _is_complete(out_dir, identity):
         return out_dir
     _refuse_foreign_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        _write_model(staging, SHAPES[size], size, seed)
+        _write_model(staging, SHAPES[size], size, seed, adapters)
         _write_json(staging / MARKER_FILE, identity)
         _make_readable(staging)
         try:
@@ -183,7 +217,9 @@ def model_config(shape: ModelShape) -> dict[str, Any]:
 # --- writing -------------------------------------------------------------------------------
 
 
-def _write_model(target: Path, shape: ModelShape, size: str, seed: int) -> None:
+def _write_model(
+    target: Path, shape: ModelShape, size: str, seed: int, adapters: AdapterSet
+) -> None:
     config = model_config(shape)
     _write_json(target / "config.json", config)
     _write_json(
@@ -192,8 +228,8 @@ def _write_model(target: Path, shape: ModelShape, size: str, seed: int) -> None:
     )
     _write_tokenizer(target, shape.vocab_size)
     save_file(_base_weights(shape, seed), str(target / "model.safetensors"))
-    for rank in ADAPTER_RANKS:
-        _write_adapter(target / "adapters" / f"r{rank}", shape, rank, f"{size}-seed{seed}", seed)
+    for name, rank in adapters.named():
+        _write_adapter(target / "adapters" / name, shape, rank, f"{size}-seed{seed}", seed)
 
 
 def _write_tokenizer(target: Path, vocab_size: int) -> None:
@@ -235,7 +271,7 @@ def _write_adapter(target: Path, shape: ModelShape, rank: int, base_name: str, s
         },
     )
     weights: dict[str, np.ndarray] = {}
-    streams = _RandomStreams(seed, f"adapter-r{rank}")
+    streams = _RandomStreams(seed, f"adapter-{target.name}")
     for layer in range(shape.num_layers):
         for module in modules:
             out_features, in_features = _projection_shape(shape, module)

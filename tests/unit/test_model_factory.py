@@ -26,6 +26,7 @@ from cluster.checkpoint import (
 from cluster.model_factory import (
     ADAPTER_RANKS,
     SHAPES,
+    AdapterSet,
     default_model_dir,
     ensure_model,
     make_model,
@@ -223,6 +224,59 @@ def test_adapter_is_peft_lora_of_its_rank(tiny: Path, rank: int) -> None:
         512,
     )
     assert all(np.any(array) for name, array in weights.items() if "lora_B" in name)
+
+
+def test_an_adapter_set_names_its_adapters_with_the_ranks_taken_in_turn() -> None:
+    assert AdapterSet().named() == [(f"r{rank}", rank) for rank in ADAPTER_RANKS]
+    assert AdapterSet(5, (8, 16)).named() == [
+        ("a000-r8", 8),
+        ("a001-r16", 16),
+        ("a002-r8", 8),
+        ("a003-r16", 16),
+        ("a004-r8", 8),
+    ]
+    assert [name for name, _ in AdapterSet(1001, (8,)).named()][-1] == "a1000-r8"
+    assert AdapterSet(0).named() == []
+    with pytest.raises(ValueError, match="ranks"):
+        AdapterSet(3, (8, 0))
+    with pytest.raises(ValueError, match="count"):
+        AdapterSet(-1)
+
+
+def test_many_adapters_are_written_and_each_has_its_rank(tmp_path: Path) -> None:
+    model = make_model(tmp_path / "many", size="tiny", adapters=AdapterSet(6, (8, 32)))
+    info = inspect_checkpoint(model)
+    assert {name: adapter.rank for name, adapter in info.adapters.items()} == {
+        "a000-r8": 8,
+        "a001-r32": 32,
+        "a002-r8": 8,
+        "a003-r32": 32,
+        "a004-r8": 8,
+        "a005-r32": 32,
+    }
+    first = load_file(model / "adapters" / "a000-r8" / "adapter_model.safetensors")
+    third = load_file(model / "adapters" / "a002-r8" / "adapter_model.safetensors")
+    assert first.keys() == third.keys()
+    assert any(not np.array_equal(first[key], third[key]) for key in first)
+
+
+def test_an_adapters_weights_depend_only_on_the_seed_and_its_name(
+    tiny: Path, tmp_path: Path
+) -> None:
+    fewer = make_model(tmp_path / "two", size="tiny", adapters=AdapterSet(2, (8, 16)))
+    more = make_model(tmp_path / "four", size="tiny", adapters=AdapterSet(4, (8, 16)))
+    made = "adapters/a001-r16/adapter_model.safetensors"
+    assert (fewer / made).read_bytes() == (more / made).read_bytes()
+    other_ranks = make_model(tmp_path / "ranks", size="tiny", adapters=AdapterSet(ranks=(8, 64)))
+    default = "adapters/r64/adapter_model.safetensors"
+    assert (other_ranks / default).read_bytes() == (tiny / default).read_bytes()
+
+
+def test_a_model_with_another_adapter_set_is_refused(tmp_path: Path) -> None:
+    model = make_model(tmp_path / "m", size="tiny", adapters=AdapterSet(2))
+    assert make_model(model, size="tiny", adapters=AdapterSet(2)) == model
+    with pytest.raises(FileExistsError, match="adapters"):
+        make_model(model, size="tiny", adapters=AdapterSet(3))
 
 
 # --- inspection ----------------------------------------------------------------------------
