@@ -15,7 +15,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 
-from cluster.placement import NO_NEED, InstanceLoad, LeastLoaded, Placement, RequestNeed
+from cluster.placement import (
+    NO_NEED,
+    InstanceLoad,
+    LeastLoaded,
+    LoadsById,
+    Placement,
+    RequestNeed,
+)
 
 
 class RandomChoice:
@@ -36,22 +43,24 @@ class PowerOfTwo:
     def __init__(self, seed: int = 0) -> None:
         self._rng = random.Random(seed)
 
-    def split(
-        self, loads: Mapping[str, InstanceLoad], need: RequestNeed
-    ) -> tuple[list[InstanceLoad], list[InstanceLoad]]:
-        """(alpha, beta): instances whose free KV holds `need.kv_tokens`, and the rest."""
-        alpha = [load for load in _by_id(loads) if load.free_kv_tokens >= need.kv_tokens]
-        beta = [load for load in _by_id(loads) if load.free_kv_tokens < need.kv_tokens]
-        return alpha, beta
-
     def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
-        alpha, beta = self.split(loads, need)
-        pool = alpha or beta
-        if not pool:
+        candidates = self._candidates(loads, need)
+        if not candidates:
             return None
-        candidates = self._rng.sample(pool, min(2, len(pool)))
         best = min(candidates, key=lambda load: _dispatch_order(load, need))
         return best.instance_id
+
+    def _candidates(
+        self, loads: Mapping[str, InstanceLoad], need: RequestNeed
+    ) -> list[InstanceLoad]:
+        """Two drawn from alpha (the instances whose free KV holds `need.kv_tokens`), or,
+        when alpha is empty, from beta (then every instance)."""
+        ordered = _by_id(loads)
+        kv_tokens = need.kv_tokens
+        pool = [load for load in ordered if load.free_kv_tokens >= kv_tokens] or ordered
+        if not pool:
+            return []
+        return self._rng.sample(pool, min(2, len(pool)))
 
 
 class LeastWork(PowerOfTwo):
@@ -62,13 +71,10 @@ class LeastWork(PowerOfTwo):
     chosen less, so the decode load follows each instance's capacity without measuring it."""
 
     def choose(self, loads: Mapping[str, InstanceLoad], need: RequestNeed = NO_NEED) -> str | None:
-        alpha, beta = self.split(loads, need)
-        pool = alpha or beta
-        if not pool:
+        candidates = self._candidates(loads, need)
+        if not candidates:
             return None
-        candidates = self._rng.sample(pool, min(2, len(pool)))
-        best = min(candidates, key=_work_order)
-        return best.instance_id
+        return min(candidates, key=_work_order).instance_id
 
 
 def _work_order(load: InstanceLoad) -> tuple[int, int, str]:
@@ -88,6 +94,8 @@ def _dispatch_order(load: InstanceLoad, need: RequestNeed) -> tuple[float, int, 
 
 def _by_id(loads: Mapping[str, InstanceLoad]) -> list[InstanceLoad]:
     """The loads in instance-id order, so a seed picks the same way whatever the map order."""
+    if isinstance(loads, LoadsById):
+        return list(loads.ordered)
     return sorted(loads.values(), key=lambda load: load.instance_id)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,9 @@ def run_tetriinfer(args: argparse.Namespace) -> int:
             rate_per_s=math.inf if args.rate is None else args.rate,
             progress=bar,
         )
+    except ValueError as error:  # the workloads do not fit the cost model's engine
+        print(f"sim tetriinfer: {error}", file=sys.stderr)
+        return 2
     finally:
         bar.close()
     table = to_markdown(rows, setting_line(args))

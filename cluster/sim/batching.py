@@ -86,19 +86,24 @@ class BatchEngine:
             self._decodes_in_step = False
             tokens = sum(take for _, take in self._chunks)
             return self.cost.prefill_pass_s(tokens)
-        self._admit(prompt_budget=None)
-        budget = self.token_budget - len(self.decoding)
+        if self.waiting:
+            self._admit(prompt_budget=None)
+        prompt_tokens = self._plan_chunks(self.token_budget - len(self.decoding))
+        self._decodes_in_step = bool(self.decoding)
+        if not (self._chunks or self._decodes_in_step):
+            return None
+        return self.cost.mixed_step_s(prompt_tokens, len(self.decoding), self.decode_context)
+
+    def _plan_chunks(self, budget: int) -> int:
+        """Prompt chunks of the prefilling sequences, in order, within `budget` tokens;
+        the tokens they take."""
         for sequence in self.prefilling:
             if budget <= 0:
                 break
             take = min(sequence.to_compute, budget)
             self._chunks.append((sequence, take))
             budget -= take
-        self._decodes_in_step = bool(self.decoding)
-        if not (self._chunks or self._decodes_in_step):
-            return None
-        prompt_tokens = sum(take for _, take in self._chunks)
-        return self.cost.mixed_step_s(prompt_tokens, len(self.decoding), self.decode_context)
+        return sum(take for _, take in self._chunks) if self._chunks else 0
 
     def complete_step(self) -> tuple[list[Sequence], list[Sequence]]:
         """Apply the planned step: (sequences that made their first token, those that ended)."""

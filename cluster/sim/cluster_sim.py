@@ -3,8 +3,9 @@
 The request path, as in README's "What happens to a request":
 
     arrival at the ingress ─► GlobalScheduler placement (`cluster.placement.LeastLoaded`
-    over the prefill role's loads) ─► prefill instance (`PrefillQueue`, ChunkSize passes)
-    ─► first token ─► length prediction (`LengthPredictor`, or given lengths) ─► decode
+    over the prefill role's loads, through its heap index) ─► prefill instance
+    (`PrefillQueue`, ChunkSize passes) ─► first token ─► length prediction
+    (`LengthPredictor`, or given lengths) ─► decode
     dispatch (`cluster.decode_dispatch.make_dispatcher`, over the decode loads of the last
     monitor round) ─► decode instance (`cluster.decode_admission.make_admission`, KV read
     over its link, continuous batching) ─► last token ─► the predictor learns its length.
@@ -19,7 +20,7 @@ ones do. All prefill instances' dispatchers share one view of the decode loads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cluster.config import SchedulingConfig
@@ -27,7 +28,7 @@ from cluster.decode_admission import make_admission
 from cluster.decode_dispatch import decode_need, make_dispatcher
 from cluster.instance_flip import FlipController, Role
 from cluster.length_predictor import LengthBuckets
-from cluster.placement import InstanceLoad, LeastLoaded, Placement
+from cluster.placement import InstanceLoad, LeastLoaded, LoadsById, Placement
 from cluster.prefill_queue import PrefillQueue
 from cluster.sim.cost_model import CostModel
 from cluster.sim.events import EventQueue
@@ -72,12 +73,12 @@ class ClusterSim:
         roles |= {f"decode-{i}": Role.DECODE for i in range(topology.decode)}
         idle_rounds = self.scheduling.flip_idle_rounds if self.scheduling.flip else None
         self.roles = FlipController(roles, idle_rounds=idle_rounds)
-        self.placement: Placement = LeastLoaded()
+        self.placement = LeastLoaded()
         self.meters = {iid: Meter() for iid in roles}
         self.dispatchers: dict[str, Placement] = {}
         self.instances: dict[str, Instance] = {iid: self._build(iid, r) for iid, r in roles.items()}
         self.prefill_loads: dict[str, InstanceLoad] = {}
-        self.decode_loads: dict[str, InstanceLoad] = {}
+        self.decode_loads: Mapping[str, InstanceLoad] = {}
         self.flips = 0
         self.in_flight = 0
         self.finished = 0
@@ -112,10 +113,12 @@ class ClusterSim:
             self.events.after(self.topology.monitor_interval_s, self._monitor_round)
 
     def _place(self, request: SimRequest) -> None:
-        chosen = self.placement.choose(self.prefill_loads)
+        chosen = self.prefill_index.choose()
         if chosen is None:
             raise RuntimeError("no prefill instance is routable")
-        self.prefill_loads[chosen].placed()
+        load = self.prefill_loads[chosen]
+        load.placed()
+        self.prefill_index.changed(load)
         self.in_flight += 1
         instance = self.instances[chosen]
         assert isinstance(instance, PrefillInstance)
@@ -125,6 +128,7 @@ class ClusterSim:
         load = self.prefill_loads.get(instance_id)
         if load is not None:
             load.left()
+            self.prefill_index.changed(load)
         if request.output_tokens <= 1:
             request.finished_s = request.first_token_s
             self._finished(request, instance_id)
@@ -175,7 +179,8 @@ class ClusterSim:
         """The scheduler's prefill loads and the broadcast decode loads, routable only."""
         loads = loads or {iid: self._load(iid) for iid in self.instances}
         self.prefill_loads = {iid: loads[iid] for iid in self.roles.routable(Role.PREFILL)}
-        self.decode_loads = {iid: loads[iid] for iid in self.roles.routable(Role.DECODE)}
+        self.prefill_index = self.placement.indexed(self.prefill_loads)
+        self.decode_loads = LoadsById({iid: loads[iid] for iid in self.roles.routable(Role.DECODE)})
 
     def _build(self, instance_id: str, role: Role) -> Instance:
         meter, events = self.meters[instance_id], self.events

@@ -17,15 +17,23 @@ come from), loaded by `load_cost_model`.
 - `kv_transfer`: `setup_s + pages * per_page_s`, pages of `block_tokens` tokens; the file
   derives its per-page time from the fpga_models' figures (they may not be imported here).
 - `lora` (optional): adapter cost figures, kept for the LoRA router; not used yet.
+
+`tetriserve sim profile` measures the live engine and writes such a file: the prefill
+table as ChunkSize profiling measures it, and the decode step fitted to measured steps
+(`fit_decode_step`, with its R²).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from scipy.optimize import nnls
 
 from cluster.chunking import find_knee
 
@@ -71,6 +79,30 @@ class DecodeStep:
         if batch <= 0:
             return 0.0
         return self.base_s + self.per_sequence_s * batch + self.per_context_token_s * context_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeSample:
+    """One measured decode step: `batch` sequences of `context_tokens` each took `seconds`."""
+
+    batch: int
+    context_tokens: int
+    seconds: float
+
+
+def fit_decode_step(samples: Sequence[DecodeSample]) -> tuple[DecodeStep, float]:
+    """The `DecodeStep` that fits `samples` best (least squares over batch and the batch's
+    context tokens, no cost below zero), and its R²."""
+    if len(samples) < 3:
+        raise ValueError(f"fitting a decode step needs at least 3 samples, got {len(samples)}")
+    design = np.array([[1.0, s.batch, s.batch * s.context_tokens] for s in samples])
+    measured = np.array([s.seconds for s in samples])
+    coefficients, _ = nnls(design, measured)
+    base, per_sequence, per_context = coefficients
+    residual = measured - design @ coefficients
+    spread = float(np.sum((measured - measured.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(residual**2)) / spread if spread > 0 else 1.0
+    return DecodeStep(float(base), float(per_sequence), float(per_context)), r2
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +175,33 @@ def cost_model_from_dict(data: dict[str, Any]) -> CostModel:
         chunk_tokens=int(data.get("chunk_tokens") or prefill.knee()),
         lora=data.get("lora"),
     )
+
+
+def cost_model_to_dict(model: CostModel, **extra: Any) -> dict[str, Any]:
+    """`model` as its JSON file holds it (`cost_model_from_dict` reads it back); `extra`
+    adds fields of record (the device, a fit's R²)."""
+    decode, kv = model.decode, model.kv_transfer
+    return {
+        "name": model.name,
+        "source": model.source,
+        **extra,
+        "max_model_len": model.max_model_len,
+        "max_num_seqs": model.max_num_seqs,
+        "kv_capacity_tokens": model.kv_capacity_tokens,
+        "chunk_tokens": model.chunk_tokens,
+        "prefill": {"tokens": list(model.prefill.tokens), "seconds": list(model.prefill.seconds)},
+        "decode": {
+            "base_s": decode.base_s,
+            "per_sequence_s": decode.per_sequence_s,
+            "per_context_token_s": decode.per_context_token_s,
+        },
+        "kv_transfer": {
+            "block_tokens": kv.block_tokens,
+            "setup_s": kv.setup_s,
+            "per_page_s": kv.per_page_s,
+        },
+        **({"lora": model.lora} if model.lora is not None else {}),
+    }
 
 
 def load_cost_model(name_or_path: str | Path) -> CostModel:

@@ -208,7 +208,9 @@ class DecodeInstance:
         )
         self.awaiting_admission: deque[Sequence] = deque()
         self.admitted: dict[int, Sequence] = {}
-        self.heavy: set[int] = set()
+        self.progress: dict[int, DecodeProgress] = {}  # of each admitted one, by order
+        self._waiting_work = 0  # predicted decode tokens of those awaiting admission
+        self.heavy: dict[int, bool] = {}  # of each one not yet admitted, by order
         self._link_free_s = 0.0
         self.loop = EngineLoop(self.engine, events, meter, self._step_done)
 
@@ -227,35 +229,34 @@ class DecodeInstance:
             kv_tokens=request.prompt_tokens + 1,
             generated=1,
         )
-        if heavy:
-            self.heavy.add(request.index)
+        self.heavy[sequence.order] = heavy
         if not self._admit(sequence, self._running_views()):
             self.awaiting_admission.append(sequence)
+            self._waiting_work += _work_left(sequence)
 
     def load(self) -> InstanceLoad:
         """What the live instance reports: requests waiting for admission, admitted ones,
         free KV, heavy and light decodes, predicted decode tokens still to make."""
-        waiting_work = sum(self._progress(s).work_left for s in self.awaiting_admission)
         load = InstanceLoad(
             self.instance_id, queued=len(self.awaiting_admission), running=len(self.admitted)
         )
-        running = [self._progress(s) for s in self.admitted.values()]
-        return decode_load(load, running, waiting_work, self.capacity_tokens)
+        return decode_load(load, self._running(), self._waiting_work, self.capacity_tokens)
 
-    def _progress(self, sequence: Sequence) -> DecodeProgress:
-        """The request as the live decode role tracks it: tokens its decode made so far
-        (the first token came from the prefill)."""
-        made = self.engine.generated(sequence) - 1 if sequence.order in self.admitted else 0
-        return DecodeProgress(
-            sequence.request.prompt_tokens,
-            sequence.predicted_output,
-            heavy=sequence.order in self.heavy,
-            generated=made,
-        )
+    def _running(self) -> list[DecodeProgress]:
+        """The admitted requests as the live decode role tracks them, brought up to date:
+        tokens each decode made so far (the first token came from the prefill)."""
+        generated, progress = self.engine.generated, self.progress
+        for order, sequence in self.admitted.items():
+            progress[order].generated = generated(sequence) - 1
+        return list(progress.values())
 
     def _running_views(self) -> list[RunningDecode]:
         """The admitted requests as the admission policy sees them (decode tokens only)."""
-        return [self._progress(s).view(s.request.request_id) for s in self.admitted.values()]
+        admitted, running = self.admitted, self._running()
+        return [
+            progress.view(admitted[order].request.request_id)
+            for order, progress in zip(self.progress, running, strict=True)
+        ]
 
     def _admit(self, sequence: Sequence, running: list[RunningDecode]) -> bool:
         request = sequence.request
@@ -263,6 +264,9 @@ class DecodeInstance:
         if not self.admission.admit(candidate, running, self.capacity_tokens):
             return False
         self.admitted[sequence.order] = sequence
+        self.progress[sequence.order] = DecodeProgress(
+            request.prompt_tokens, sequence.predicted_output, self.heavy.pop(sequence.order)
+        )
         running.append(
             RunningDecode(candidate.request_id, request.prompt_tokens, sequence.predicted_output)
         )
@@ -279,7 +283,7 @@ class DecodeInstance:
         now = self.events.now
         for sequence in ended:
             del self.admitted[sequence.order]
-            self.heavy.discard(sequence.order)
+            del self.progress[sequence.order]
         if ended and self.awaiting_admission:
             self._admit_waiting()
         for sequence in ended:
@@ -292,3 +296,9 @@ class DecodeInstance:
         running = self._running_views()
         still = deque(s for s in self.awaiting_admission if not self._admit(s, running))
         self.awaiting_admission = still
+        self._waiting_work = sum(_work_left(s) for s in still)
+
+
+def _work_left(waiting: Sequence) -> int:
+    """Decode tokens still predicted for a request that awaits admission (none made yet)."""
+    return DecodeProgress(waiting.request.prompt_tokens, waiting.predicted_output, False).work_left

@@ -41,12 +41,6 @@ def test_never_picks_beta_while_alpha_has_a_member(heavy: bool) -> None:
     assert chosen == {"roomy"}
 
 
-def test_split_puts_instances_with_room_in_alpha() -> None:
-    alpha, beta = PowerOfTwo().split(one_alpha_many_beta(), RequestNeed(kv_tokens=1000))
-    assert [load.instance_id for load in alpha] == ["roomy"]
-    assert sorted(load.instance_id for load in beta) == ["b1", "b2", "b3", "b4"]
-
-
 def test_picks_from_beta_when_alpha_is_empty() -> None:
     loads = loads_of(InstanceLoad("a", free_kv_tokens=10), InstanceLoad("b", free_kv_tokens=20))
     need = RequestNeed(kv_tokens=5000)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -22,11 +23,11 @@ def _run(*flags: str) -> None:
 
 def test_the_parser_takes_every_flag(tmp_path: Path) -> None:
     args = build_parser().parse_args(
-        ["sim", "tetriinfer", "--cost-model", "small_cpu_placeholder",
+        ["sim", "tetriinfer", "--cost-model", "small_2cpu",
          "--workloads", "LPHD,Mixed", "--requests", "16", "--seed", "3", "--rate", "2.5",
          "--json", str(tmp_path / "rows.json"), "--out", str(tmp_path / "out")]
     )  # fmt: skip
-    assert args.cost_model.name == "small_cpu_placeholder"
+    assert args.cost_model.name == "small_2cpu"
     assert (args.workloads, args.requests, args.seed, args.rate) == (["LPHD", "Mixed"], 16, 3, 2.5)
     assert (args.json, args.out) == (tmp_path / "rows.json", tmp_path / "out")
 
@@ -101,3 +102,17 @@ def test_bad_input_is_a_usage_error(flags: list[str], message: str, capsys) -> N
         main(["sim", "tetriinfer", *flags])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_cost_model_too_short_for_the_workloads_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cluster.sim.cost_model import cost_model_to_dict, load_cost_model
+
+    short = dataclasses.replace(load_cost_model("opt13b_tetriinfer"), max_model_len=1024)
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(cost_model_to_dict(short)))
+    with pytest.raises(SystemExit) as ended:
+        main(["sim", "tetriinfer", "--cost-model", str(path), "--requests", "4"])
+    assert ended.value.code == 2
+    assert "no room for a heavy prompt" in capsys.readouterr().err

@@ -6,17 +6,21 @@ import pytest
 
 from cluster.sim.cost_model import (
     CostModel,
+    DecodeSample,
     DecodeStep,
     KVTransfer,
     PassTable,
     builtin_cost_models,
+    cost_model_from_dict,
+    cost_model_to_dict,
+    fit_decode_step,
     load_cost_model,
 )
 
 
 def test_builtin_files_load_with_a_source_and_a_chunk_size() -> None:
     names = builtin_cost_models()
-    assert {"opt13b_tetriinfer", "small_cpu_placeholder"} <= set(names)
+    assert {"opt13b_tetriinfer", "small_2cpu"} <= set(names)
     for name in names:
         model = load_cost_model(name)
         assert model.source.strip()
@@ -51,3 +55,34 @@ def test_a_mixed_step_reads_the_weights_once() -> None:
     assert model.mixed_step_s(50, 2, 100) == pytest.approx(0.5 + 0.02 + 0.1)
     assert model.mixed_step_s(50, 0, 0) == pytest.approx(0.5)
     assert model.kv_transfer_s(17) == pytest.approx(0.5 + 2 * 0.25)
+
+
+def test_a_decode_step_is_fitted_back_from_steps_it_priced() -> None:
+    truth = DecodeStep(base_s=0.03, per_sequence_s=0.0006, per_context_token_s=2e-6)
+    samples = [
+        DecodeSample(batch, context, truth.seconds_for(batch, batch * context))
+        for batch in (1, 4, 16, 32)
+        for context in (64, 512)
+    ]
+    fitted, r2 = fit_decode_step(samples)
+    assert fitted.base_s == pytest.approx(truth.base_s, rel=1e-6)
+    assert fitted.per_sequence_s == pytest.approx(truth.per_sequence_s, rel=1e-6)
+    assert fitted.per_context_token_s == pytest.approx(truth.per_context_token_s, rel=1e-6)
+    assert r2 == pytest.approx(1.0)
+
+
+def test_a_fitted_decode_step_costs_nothing_below_zero_and_says_how_well_it_fits() -> None:
+    # Steps that grow with the batch but shrink with context: no physical cost does that.
+    samples = [DecodeSample(1, 64, 0.012), DecodeSample(8, 64, 0.030), DecodeSample(8, 512, 0.020)]
+    fitted, r2 = fit_decode_step(samples)
+    assert min(fitted.base_s, fitted.per_sequence_s, fitted.per_context_token_s) >= 0
+    assert r2 < 1.0
+    with pytest.raises(ValueError, match="3 samples"):
+        fit_decode_step(samples[:2])
+
+
+def test_a_cost_model_written_as_a_dict_reads_back_the_same() -> None:
+    model = load_cost_model("small_2cpu")
+    payload = cost_model_to_dict(model, device="2 CPU cores", decode_fit_r2=0.97)
+    assert payload["device"] == "2 CPU cores" and payload["decode_fit_r2"] == 0.97
+    assert cost_model_from_dict(payload) == model

@@ -37,7 +37,7 @@ def imported_names(relative: str) -> set[tuple[str, str]]:
 
 def built_cluster(dispatcher: str, admission: str) -> ClusterSim:
     scheduling = SchedulingConfig(dispatcher=dispatcher, admission=admission)
-    return ClusterSim(load_cost_model("small_cpu_placeholder"), [], Topology(1, 1), scheduling)
+    return ClusterSim(load_cost_model("small_2cpu"), [], Topology(1, 1), scheduling)
 
 
 @pytest.mark.parametrize(
