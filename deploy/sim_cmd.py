@@ -32,6 +32,18 @@ SYSTEMS_PER_WORKLOAD = 2  # tetriserve and the colocated baseline
 Row = dict[str, Any]
 
 
+def add_cost_model_arg(parser: argparse.ArgumentParser) -> None:
+    """`--cost-model NAME|PATH`, loaded: every `sim` command that runs the simulator takes it."""
+    parser.add_argument(
+        "--cost-model",
+        type=cost_model_arg,
+        default=DEFAULT_COST_MODEL,
+        metavar="NAME|PATH",
+        help=f"a cost model in cluster/sim/costs/ ({', '.join(builtin_cost_models())}) or a "
+        f"JSON file (default: {DEFAULT_COST_MODEL})",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tetriinfer",
@@ -41,14 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tetriserve / baseline of mean TTFT, mean JCT, resource and perf/$ beside the "
         "paper's figures.",
     )
-    parser.add_argument(
-        "--cost-model",
-        type=cost_model_arg,
-        default=DEFAULT_COST_MODEL,
-        metavar="NAME|PATH",
-        help=f"a cost model in cluster/sim/costs/ ({', '.join(builtin_cost_models())}) or a "
-        f"JSON file (default: {DEFAULT_COST_MODEL})",
-    )
+    add_cost_model_arg(parser)
     parser.add_argument(
         "--workloads",
         type=workloads_arg,

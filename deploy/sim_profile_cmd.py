@@ -111,12 +111,12 @@ def run(args: argparse.Namespace) -> int:
         ray.get(profiler.shutdown.remote())
         ray.kill(profiler)
     page_bytes = config.block_size * _kv_bytes_per_token(checkpoint)
-    model = measured.cost_model(args.out.stem, config, page_bytes)
+    model, r2 = measured.cost_model(args.out.stem, config, page_bytes)
     device = f"{cores} CPU cores ({platform.processor() or platform.machine()})"
-    payload = cost_model_to_dict(model, device=device, decode_fit_r2=measured.r2)
+    payload = cost_model_to_dict(model, device=device, decode_fit_r2=r2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(_summary(model, measured.r2, args.out))
+    print(_summary(model, r2, args.out))
     return 0
 
 
@@ -128,11 +128,10 @@ class _Measured:
     round_trip_s: float
     repeats: int  # prefill passes timed at each size
 
-    @property
-    def r2(self) -> float:
-        return fit_decode_step(self.decode)[1]
-
-    def cost_model(self, name: str, config: EngineConfig, page_bytes: int) -> CostModel:
+    def cost_model(
+        self, name: str, config: EngineConfig, page_bytes: int
+    ) -> tuple[CostModel, float]:
+        """The cost model, and its decode fit's R²."""
         step, r2 = fit_decode_step(self.decode)
         copy_s = _copy_s(page_bytes)
         source = (
@@ -157,7 +156,7 @@ class _Measured:
             max_num_seqs=config.max_num_seqs,
             max_model_len=config.max_model_len,
             chunk_tokens=self.prefill.knee(),
-        )
+        ), r2
 
 
 def _measure(

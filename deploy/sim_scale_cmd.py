@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from cluster.config import SchedulingConfig
 from cluster.sim.cluster_sim import ClusterSim, Topology
-from cluster.sim.cost_model import CostModel, builtin_cost_models
+from cluster.sim.cost_model import CostModel
 from cluster.sim.results import SimResult
 from cluster.sim.workload import TETRIINFER_DECODE, SimRequest, make_requests, workload_shape
 from cluster.workload_mix import WORKLOADS
 from deploy.bench_args import positive
-from deploy.sim_cmd import DEFAULT_COST_MODEL, cost_model_arg, positive_rate
+from deploy.sim_cmd import add_cost_model_arg, positive_rate
 
 # Requests per second per decode instance the default rate offers: loaded, not overloaded.
 # On the OPT-13B TetriInfer cost model, 50 + 50 instances, 20,000 Mixed requests: mean JCT
@@ -57,14 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"Poisson arrivals per second (default: {DEFAULT_RATE_PER_DECODE:g} x DECODE)",
     )
     parser.add_argument("--workload", choices=WORKLOADS, default="Mixed", help="(default: Mixed)")
-    parser.add_argument(
-        "--cost-model",
-        type=cost_model_arg,
-        default=DEFAULT_COST_MODEL,
-        metavar="NAME|PATH",
-        help=f"a cost model in cluster/sim/costs/ ({', '.join(builtin_cost_models())}) or a "
-        f"JSON file (default: {DEFAULT_COST_MODEL})",
-    )
+    add_cost_model_arg(parser)
     parser.add_argument("--seed", type=int, default=0, help="of the requests (default: 0)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="the figures")
     parser.add_argument(
