@@ -41,7 +41,7 @@ from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_latency import BASELINE_FLAGS, drive
 from deploy.bench_servers import ServerProcess, free_port, running
 from deploy.local_ray import init_ray
-from deploy.serve_cmd import add_scheduling_args, scheduling_from_args
+from deploy.serve_cmd import add_core_sharing_args, add_scheduling_args, scheduling_from_args
 
 SERVED_NAME = "base"
 APP_NAME = "tetriserve-bench"
@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--serve-port", type=int, default=8000, help="the cluster's Serve port")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="results list")
-    add_scheduling_args(parser)  # tetriserve's side: ChunkSize, policies, streaming
+    add_core_sharing_args(parser)  # tetriserve's side: how its engines share the cores,
+    add_scheduling_args(parser)  # ChunkSize, policies, streaming
     parser.set_defaults(func=run)
 
 
@@ -180,6 +181,8 @@ def _deployment(args: argparse.Namespace, model_dir: Path, chunk_tokens: int | N
         max_model_len=args.max_model_len,
         metrics_port=None,
         chunk_tokens=chunk_tokens,
+        share_cores=not args.no_share_cores,
+        prefill_core_share=args.prefill_core_share,
         scheduling=scheduling_from_args(args),
     )
 

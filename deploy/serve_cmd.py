@@ -63,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--colocated", action="store_true", help="one engine runs whole requests (no P/D split)"
     )
+    add_core_sharing_args(parser)
+    add_scheduling_args(parser)
+    parser.set_defaults(func=run)
+
+
+def add_core_sharing_args(parser: argparse.ArgumentParser) -> None:
+    """How CPU engines share their cores, for `serve` and `bench workloads`."""
     parser.add_argument(
         "--no-share-cores",
         action="store_true",
@@ -74,8 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DeploymentConfig.model_fields["prefill_core_share"].default,
         help="share of any second a prefill engine may also run on its decode partner's core",
     )
-    add_scheduling_args(parser)
-    parser.set_defaults(func=run)
 
 
 def add_scheduling_args(parser: argparse.ArgumentParser) -> None:
