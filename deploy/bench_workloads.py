@@ -58,8 +58,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "instances) and with colocated vLLM on the same cores; print TTFT, JCT, resource use "
         "and performance per dollar per workload, with the ratios.",
     )
+    add_run_args(parser, default_workloads=WORKLOADS)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="results list")
+    parser.set_defaults(func=run)
+
+
+def add_run_args(parser: argparse.ArgumentParser, default_workloads: Sequence[str]) -> None:
+    """What a run of the workloads on tetriserve takes: the model, the requests and how they
+    arrive, the output directory, and tetriserve's deployment and scheduling flags (for
+    `bench workloads` and `sim validate`)."""
     add_model_args(parser)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
+    parser.add_argument(
+        "--workloads", default=",".join(default_workloads), help="comma-separated subset"
+    )
     parser.add_argument("--requests", type=positive, default=48, help="requests per workload")
     parser.add_argument("--rate", type=float, default=4.0, help="Poisson arrivals per second")
     parser.add_argument("--warmup", type=positive, default=32, help="warm-up requests")
@@ -67,13 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve-port", type=int, default=8000, help="the cluster's Serve port")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="results list")
     add_core_sharing_args(parser)  # tetriserve's side: how its engines share the cores,
     add_scheduling_args(parser)  # ChunkSize, policies, streaming
-    parser.set_defaults(func=run)
 
 
-def _names(text: str) -> list[str]:
+def workload_names(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = sorted(set(names) - set(WORKLOADS))
     if unknown or not names:
@@ -96,7 +105,8 @@ class Bench:
             self.chunk_tokens, workloads.LIGHT_DECODE, workloads.HEAVY_DECODE
         )
         self.requests = {
-            name: self._workload(name, args.requests, args.seed) for name in _names(args.workloads)
+            name: self._workload(name, args.requests, args.seed)
+            for name in workload_names(args.workloads)
         }
         self.warmup = self._workload("Mixed", args.warmup, WARMUP_SEED)
         self.cpu = cpu_profile.CpuProfile()
@@ -147,13 +157,17 @@ class Bench:
         """Warm-up, then every workload; `busy` turns a client result into the
         (instance-seconds, core-seconds) spent since its previous call."""
         log = self.work / "logs" / "client.log"
-        warmup = drive(self.client_args(base_url, "warmup", self._result(system, "warmup")), log)
+        warmup = drive(
+            self.client_args(base_url, "warmup", self.result_path(system, "warmup")), log
+        )
         busy(warmup)  # the warm-up's busy time is not the first workload's
         figures = {}
         for name in self.requests:
             progress.set_description(f"{system}: {name}")
             with self.cpu.measure() as window:
-                result = drive(self.client_args(base_url, name, self._result(system, name)), log)
+                result = drive(
+                    self.client_args(base_url, name, self.result_path(system, name)), log
+                )
             self.cpu_profiles.setdefault(name, {})[system] = window
             instance_s, core_s = busy(result)
             figures[name] = report.figures_from_client(result, instance_s, core_s)
@@ -161,7 +175,7 @@ class Bench:
             tqdm.write(_one_line(system, name, figures[name]))
         return figures
 
-    def _result(self, system: str, name: str) -> Path:
+    def result_path(self, system: str, name: str) -> Path:
         return self.work / "results" / f"{system}-{name}.json"
 
 
@@ -300,9 +314,11 @@ def write_outputs(
         print(f"wrote {bench.args.json}")
 
 
-def run(args: argparse.Namespace) -> int:
+def start_bench(args: argparse.Namespace, purpose: str) -> Bench:
+    """The model, the output directory (`--out`, or a new one named for `purpose`) and Ray,
+    for a run of the workloads; says where each is."""
     model_dir = bench_model_dir(args)
-    work = args.out or Path(tempfile.mkdtemp(prefix="tetriserve-bench-workloads-"))
+    work = args.out or Path(tempfile.mkdtemp(prefix=f"tetriserve-{purpose}-"))
     work.mkdir(parents=True, exist_ok=True)
     address = os.environ.get("RAY_ADDRESS")
     # Actors' logs stay in Ray's log files: printing them here would stall the client.
@@ -310,6 +326,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {model_dir}; Ray at {address or 'a new local cluster'}; output in {work}")
     bench = Bench(args, model_dir, work)
     print(f"ChunkSize {bench.chunk_tokens} tokens; {bench.thresholds.describe()}")
+    return bench
+
+
+def run(args: argparse.Namespace) -> int:
+    bench = start_bench(args, "bench-workloads")
     accuracy = predictor_accuracy(bench)
     print(
         f"length predictor on the workloads' prompt families ({accuracy['samples']} samples, "

@@ -22,7 +22,12 @@ _BENCH_MODULES = (
     "deploy.bench_workloads",
 )
 # Modules that contribute sub-commands of `tetriserve sim`.
-_SIM_MODULES = ("deploy.sim_cmd", "deploy.sim_scale_cmd", "deploy.sim_profile_cmd")
+_SIM_MODULES = (
+    "deploy.sim_cmd",
+    "deploy.sim_scale_cmd",
+    "deploy.sim_profile_cmd",
+    "deploy.sim_validate_cmd",
+)
 # Command groups: (name, help, the modules that contribute its sub-commands).
 _GROUPS = (
     ("bench", "benchmarks: hardware models, workloads", _BENCH_MODULES),

@@ -32,15 +32,15 @@ SYSTEMS_PER_WORKLOAD = 2  # tetriserve and the colocated baseline
 Row = dict[str, Any]
 
 
-def add_cost_model_arg(parser: argparse.ArgumentParser) -> None:
+def add_cost_model_arg(parser: argparse.ArgumentParser, default: str = DEFAULT_COST_MODEL) -> None:
     """`--cost-model NAME|PATH`, loaded: every `sim` command that runs the simulator takes it."""
     parser.add_argument(
         "--cost-model",
         type=cost_model_arg,
-        default=DEFAULT_COST_MODEL,
+        default=default,
         metavar="NAME|PATH",
         help=f"a cost model in cluster/sim/costs/ ({', '.join(builtin_cost_models())}) or a "
-        f"JSON file (default: {DEFAULT_COST_MODEL})",
+        f"JSON file (default: {default})",
     )
 
 

@@ -144,7 +144,7 @@ class _Measured:
             f"fitted to base + per sequence + per context token (R² {r2:.3f}). kv_transfer: "
             f"setup one Ray round trip ({self.round_trip_s * 1e3:.2f} ms), per page one copy "
             f"of its {page_bytes:,} bytes in one process ({copy_s * 1e3:.3f} ms). Not "
-            f"modelled: prefill and decode engines sharing their cores."
+            f"measured: passes on one core of a shared pair (no `narrow`)."
         )
         return CostModel(
             name=name,

@@ -55,20 +55,18 @@ import os
 import struct
 import tempfile
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from actors import cpu_priority
+from cluster.core_sharing import LINGER_S, LeadBudget
 
 BOARD_ENV = "TETRISERVE_CORE_BOARD"
 HOME_ENV = "TETRISERVE_HOME_CORES"
 BORROWED_ENV = "TETRISERVE_BORROWED_CORES"
 LEADS_ENV = "TETRISERVE_LEADS_CORES"  # "1": this engine leads (the prefill)
 LEAD_SHARE_ENV = "TETRISERVE_LEAD_SHARE"  # ... on its partner's cores at most this share
-# A core's home engine counts as busy this long after its last forward pass ends: the gap
-# between two steps of one burst is a few milliseconds.
-LINGER_S = 0.01
 # ... and at most this long after one starts, should it never end (a crashed engine).
 STEP_BOUND_S = 10.0
 # Rounds a leading engine's idle OpenMP thread spins before it sleeps (libgomp's default,
@@ -77,8 +75,6 @@ LEAD_SPIN_COUNT = 10_000
 # vLLM's CPU linear layers keep this many oneDNN kernels each (create_onednn_mm(..., 32)).
 ONEDNN_KERNELS_PER_LAYER = 32
 ENVIRONMENT = (BOARD_ENV, HOME_ENV, BORROWED_ENV, LEADS_ENV, LEAD_SHARE_ENV)
-# The window over which a leading engine's share of its partner's cores is counted.
-LEAD_WINDOW_S = 1.0
 _SLOT = struct.Struct("d")
 SHARED_MEMORY = Path("/dev/shm")
 _PATCHED_FLAG = "_tetriserve_core_share"
@@ -179,29 +175,6 @@ class WideShapes:
         while len(self._recent) > self.capacity:
             self._recent.popitem(last=False)
         return unseen
-
-
-class LeadBudget:
-    """How much of its partner's cores a leading engine may take: steps on them add up to at
-    most `share` of the last `window_s` seconds."""
-
-    def __init__(self, share: float, window_s: float = LEAD_WINDOW_S) -> None:
-        self.share = share
-        self.window_s = window_s
-        self._steps: deque[tuple[float, float]] = deque()
-
-    def allows(self, now: float) -> bool:
-        if self.share >= 1.0:
-            return True
-        start = now - self.window_s
-        while self._steps and self._steps[0][1] <= start:
-            self._steps.popleft()
-        used = sum(min(end, now) - max(begin, start) for begin, end in self._steps)
-        return used < self.share * self.window_s
-
-    def spent(self, begin: float, end: float) -> None:
-        if self.share < 1.0:
-            self._steps.append((begin, end))
 
 
 @dataclass(slots=True)

@@ -30,9 +30,10 @@ from cluster.instance_flip import FlipController, Role
 from cluster.length_predictor import LengthBuckets
 from cluster.placement import InstanceLoad, LeastLoaded, LoadsById, Placement
 from cluster.prefill_queue import PrefillQueue
+from cluster.sim.core_pair import CorePair
 from cluster.sim.cost_model import CostModel
 from cluster.sim.events import EventQueue
-from cluster.sim.instances import DecodeInstance, Meter, PrefillInstance
+from cluster.sim.instances import DecodeInstance, Meter, Pace, PrefillInstance, all_cores
 from cluster.sim.prediction import LengthSource, OracleLengths
 from cluster.sim.results import SimResult, summarize
 from cluster.sim.workload import SimRequest
@@ -47,6 +48,10 @@ class Topology:
     prefill: int = 1
     decode: int = 1
     monitor_interval_s: float = 0.1  # TetriInfer's cluster monitor: about every 100 ms
+    # None: every engine has its node's cores to itself. A share: prefill-i and decode-i
+    # share one node's cores, the prefill leading, on its partner's core for at most this
+    # share of any second (the default CPU deployment's prefill_core_share).
+    prefill_core_share: float | None = None
 
 
 class ClusterSim:
@@ -75,6 +80,7 @@ class ClusterSim:
         self.roles = FlipController(roles, idle_rounds=idle_rounds)
         self.placement = LeastLoaded()
         self.meters = {iid: Meter() for iid in roles}
+        self.paces = self._core_pairs(topology, cost)
         self.dispatchers: dict[str, Placement] = {}
         self.instances: dict[str, Instance] = {iid: self._build(iid, r) for iid, r in roles.items()}
         self.prefill_loads: dict[str, InstanceLoad] = {}
@@ -182,17 +188,36 @@ class ClusterSim:
         self.prefill_index = self.placement.indexed(self.prefill_loads)
         self.decode_loads = LoadsById({iid: loads[iid] for iid in self.roles.routable(Role.DECODE)})
 
+    @staticmethod
+    def _core_pairs(topology: Topology, cost: CostModel) -> dict[str, Pace]:
+        """Each paired instance's pace: prefill-i leads and decode-i yields on one node's
+        cores, whichever role either takes later."""
+        if topology.prefill_core_share is None:
+            return {}
+        if cost.narrow is None:
+            raise ValueError(f"cost model {cost.name} has no `narrow` costs to share cores by")
+        paces: dict[str, Pace] = {}
+        for i in range(min(topology.prefill, topology.decode)):
+            pair = CorePair(topology.prefill_core_share, cost.narrow)
+            paces[f"prefill-{i}"], paces[f"decode-{i}"] = pair.leading_pass, pair.yielding_pass
+        return paces
+
     def _build(self, instance_id: str, role: Role) -> Instance:
         meter, events = self.meters[instance_id], self.events
+        pace = self.paces.get(instance_id, all_cores)
         if role is Role.PREFILL:
             seed = self.scheduling.seed
             self.dispatchers[instance_id] = make_dispatcher(self.scheduling.dispatcher, seed)
             queue = PrefillQueue(
                 self.scheduling.prefill_policy, self.scheduling.prefill_sched_batch
             )
-            return PrefillInstance(instance_id, self.cost, queue, events, meter, self._first_token)
+            return PrefillInstance(
+                instance_id, self.cost, queue, events, meter, self._first_token, pace
+            )
         admission = make_admission(self.scheduling.admission)
-        return DecodeInstance(instance_id, self.cost, admission, events, meter, self._finished)
+        return DecodeInstance(
+            instance_id, self.cost, admission, events, meter, self._finished, pace
+        )
 
 
 def simulate_cluster(

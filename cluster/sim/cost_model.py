@@ -17,6 +17,9 @@ come from), loaded by `load_cost_model`.
 - `kv_transfer`: `setup_s + pages * per_page_s`, pages of `block_tokens` tokens; the file
   derives its per-page time from the fpga_models' figures (they may not be imported here).
 - `lora` (optional): adapter cost figures, kept for the LoRA router; not used yet.
+- `narrow` (optional, CPU engines that share a node's cores): how many times as long a
+  prefill pass and a decode step take on an engine's home core alone as on all of the
+  node's cores (cluster/sim/core_pair.py).
 
 `tetriserve sim profile` measures the live engine and writes such a file: the prefill
 table as ChunkSize profiling measures it, and the decode step fitted to measured steps
@@ -28,7 +31,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +120,14 @@ class KVTransfer:
 
 
 @dataclass(frozen=True, slots=True)
+class NarrowCost:
+    """Pass time on an engine's home core alone, as a multiple of its time on all cores."""
+
+    prefill: float
+    decode: float
+
+
+@dataclass(frozen=True, slots=True)
 class CostModel:
     """One engine on one device: its step costs and its memory."""
 
@@ -130,6 +141,7 @@ class CostModel:
     max_model_len: int
     chunk_tokens: int  # ChunkSize: tokens per prefill pass
     lora: dict[str, Any] | None = None
+    narrow: NarrowCost | None = None
 
     def prefill_pass_s(self, tokens: int) -> float:
         return self.prefill.seconds_for(tokens)
@@ -174,6 +186,7 @@ def cost_model_from_dict(data: dict[str, Any]) -> CostModel:
         max_model_len=int(data["max_model_len"]),
         chunk_tokens=int(data.get("chunk_tokens") or prefill.knee()),
         lora=data.get("lora"),
+        narrow=NarrowCost(**data["narrow"]) if "narrow" in data else None,
     )
 
 
@@ -201,6 +214,7 @@ def cost_model_to_dict(model: CostModel, **extra: Any) -> dict[str, Any]:
             "per_page_s": kv.per_page_s,
         },
         **({"lora": model.lora} if model.lora is not None else {}),
+        **({"narrow": asdict(model.narrow)} if model.narrow is not None else {}),
     }
 
 

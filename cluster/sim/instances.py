@@ -54,6 +54,14 @@ class Meter:
 
 
 StepDone = Callable[[list[Sequence], list[Sequence]], None]
+# (now, seconds of a pass on all of the node's cores) -> seconds it takes on the cores the
+# engine has when it starts (cluster/sim/core_pair.py).
+Pace = Callable[[float, float], float]
+
+
+def all_cores(now: float, seconds: float) -> float:
+    """The pace of an engine with its node's cores to itself."""
+    return seconds
 
 
 class EngineLoop:
@@ -62,15 +70,21 @@ class EngineLoop:
     `on_step(first, ended)` hears which sequences made their first token and which ended,
     and the next step starts."""
 
-    __slots__ = ("_stepping", "engine", "events", "meter", "on_step")
+    __slots__ = ("_stepping", "engine", "events", "meter", "on_step", "pace")
 
     def __init__(
-        self, engine: BatchEngine, events: EventQueue, meter: Meter, on_step: StepDone
+        self,
+        engine: BatchEngine,
+        events: EventQueue,
+        meter: Meter,
+        on_step: StepDone,
+        pace: Pace = all_cores,
     ) -> None:
         self.engine = engine
         self.events = events
         self.meter = meter
         self.on_step = on_step
+        self.pace = pace
         self._stepping = False
 
     def kick(self) -> None:
@@ -79,6 +93,7 @@ class EngineLoop:
         seconds = self.engine.plan_step()
         if seconds is None:
             return
+        seconds = self.pace(self.events.now, seconds)
         self.meter.compute_s += seconds
         self._stepping = True
         self.events.after(seconds, self._step_done)
@@ -107,9 +122,11 @@ class PrefillInstance:
         events: EventQueue,
         meter: Meter,
         on_first_token: RequestEvent,
+        pace: Pace = all_cores,
     ) -> None:
         self.instance_id = instance_id
         self.cost = cost
+        self.pace = pace
         self.chunk_tokens = cost.chunk_tokens
         self.queue = queue
         self.events = events
@@ -155,7 +172,7 @@ class PrefillInstance:
             budget -= take
             if budget == 0:
                 break
-        seconds = self.cost.prefill_pass_s(self.chunk_tokens - budget)
+        seconds = self.pace(self.events.now, self.cost.prefill_pass_s(self.chunk_tokens - budget))
         self.meter.compute_s += seconds
         self._stepping = True
         self.events.after(seconds, self._pass_done)
@@ -191,6 +208,7 @@ class DecodeInstance:
         events: EventQueue,
         meter: Meter,
         on_finished: RequestEvent,
+        pace: Pace = all_cores,
     ) -> None:
         self.instance_id = instance_id
         self.cost = cost
@@ -212,7 +230,7 @@ class DecodeInstance:
         self._waiting_work = 0  # predicted decode tokens of those awaiting admission
         self.heavy: dict[int, bool] = {}  # of each one not yet admitted, by order
         self._link_free_s = 0.0
-        self.loop = EngineLoop(self.engine, events, meter, self._step_done)
+        self.loop = EngineLoop(self.engine, events, meter, self._step_done, pace)
 
     @property
     def outstanding(self) -> int:

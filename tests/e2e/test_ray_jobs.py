@@ -5,7 +5,8 @@ activated virtual environment puts it), as the README says: `ray job submit --wo
 
 The benchmark, a small run (one workload, a few requests): the job finishes, both systems
 served every request, `--json` holds one entry per workload with tetriserve's figures,
-vLLM's and their ratios, and the CPU profile names the roles it saw at work. The
+vLLM's and their ratios, and the CPU profile names the roles it saw at work; `sim
+validate --live` replays tetriserve's requests from the run's output in the simulator. The
 benchmark's own figures are not judged here: they are for people to read.
 
 The batch, on a deployment of its own on the job's cluster: every line is answered, the
@@ -112,6 +113,17 @@ def test_workloads_benchmark_runs_as_a_ray_job(head: str, tmp_path: Path) -> Non
         assert profile[system]["cpu_seconds"].get("engine workers", 0) > 0, profile
     assert profile["tetriserve"]["cpu_seconds"]["Serve ingress"] > 0
     assert "vLLM API server" not in profile["tetriserve"]["cpu_seconds"]
+    # The simulator replays the requests tetriserve served (`sim validate` on this output).
+    rows_path = tmp_path / "validate.json"
+    validate = [
+        str(BIN / "tetriserve"), "sim", "validate", "--live", str(tmp_path / "out"),
+        "--workloads", "LPHD", "--json", str(rows_path),
+    ]  # fmt: skip
+    done = subprocess.run(validate, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads(rows_path.read_text())
+    assert [row["metric"] for row in rows] == ["mean TTFT", "p99 TTFT", "mean JCT", "p99 JCT"]
+    assert all(row["live"] > 0 and row["sim"] > 0 for row in rows)
 
 
 def test_a_batch_runs_as_a_ray_job_on_a_deployment_of_its_own(

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFILL_ACTOR = "actors/instances/prefill_instance.py"
 DECODE_ACTOR = "actors/instances/decode_instance.py"
 SCHEDULER_ACTOR = "actors/scheduler/global_scheduler.py"
+CORE_SHARE_PLUGIN = "actors/engine/core_share.py"
 
 
 def imported_names(relative: str) -> set[tuple[str, str]]:
@@ -68,6 +69,8 @@ def test_the_simulator_holds_the_live_policy_objects(dispatcher: str, admission:
         (DECODE_ACTOR, "cluster.decode_load", "decode_load"),
         (SCHEDULER_ACTOR, "cluster.instance_flip", "FlipController"),
         (SCHEDULER_ACTOR, "cluster.placement", "LeastLoaded"),
+        (CORE_SHARE_PLUGIN, "cluster.core_sharing", "LeadBudget"),
+        (CORE_SHARE_PLUGIN, "cluster.core_sharing", "LINGER_S"),
     ],
 )
 def test_the_live_actors_import_the_same_policies(actor: str, module: str, name: str) -> None:
