@@ -4,6 +4,7 @@ config gives, only where the variable is set, and the engine adapter sets it."""
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -81,3 +82,20 @@ def test_engine_args_hand_the_configured_time_to_the_engine_processes(
     monkeypatch.delenv(vllm_busy_poll.ENV_VAR, raising=False)
     engine_args(EngineConfig(model_dir=tmp_path, device="cpu", busy_poll_ms=25))
     assert os.environ[vllm_busy_poll.ENV_VAR] == "25"
+
+
+def test_a_worker_polls_long_enough_to_stay_awake_between_two_steps(
+    fake_spin_condition: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In vLLM's worker process the readers poll at least WORKER_BUSY_POLL_MS (it waits
+    only for its engine core's bookkeeping); elsewhere, the configured time."""
+    monkeypatch.setenv(vllm_busy_poll.ENV_VAR, "1")
+    worker = f"{vllm_busy_poll.WORKER_PROCESS_PREFIX}-0"
+    monkeypatch.setattr(multiprocessing.current_process(), "name", worker)
+    vllm_busy_poll.apply()
+    assert reader(fake_spin_condition).busy_loop_s == pytest.approx(
+        vllm_busy_poll.WORKER_BUSY_POLL_MS / 1000
+    )
+    monkeypatch.setattr(multiprocessing.current_process(), "name", "EngineCore")
+    vllm_busy_poll.apply()
+    assert reader(fake_spin_condition).busy_loop_s == pytest.approx(0.001)
