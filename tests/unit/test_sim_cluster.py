@@ -10,7 +10,6 @@ import pytest
 from cluster.config import SchedulingConfig
 from cluster.sim.baseline import Colocated, simulate_colocated
 from cluster.sim.cluster_sim import ClusterSim, Topology, simulate_cluster
-from cluster.sim.cost_model import CostModel, DecodeStep, KVTransfer, PassTable
 from cluster.sim.workload import (
     BENCH_DECODE,
     SimRequest,
@@ -18,21 +17,7 @@ from cluster.sim.workload import (
     workload_shape,
 )
 from cluster.workload_mix import WORKLOADS
-
-
-def linear_model(capacity: int = 100_000) -> CostModel:
-    """Prefill 10 ms per token, decode steps of 100 ms, KV reads of 0.5 s."""
-    return CostModel(
-        name="linear",
-        source="test",
-        prefill=PassTable((1, 1000), (0.01, 10.0)),
-        decode=DecodeStep(base_s=0.1, per_sequence_s=0.0, per_context_token_s=0.0),
-        kv_transfer=KVTransfer(block_tokens=16, setup_s=0.5, per_page_s=0.0),
-        kv_capacity_tokens=capacity,
-        max_num_seqs=8,
-        max_model_len=1024,
-        chunk_tokens=100,
-    )
+from tests.unit.sim_models import linear_model
 
 
 def test_two_requests_by_hand() -> None:

@@ -3,15 +3,14 @@ cluster run worked by hand."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from cluster.core_sharing import LINGER_S, LeadBudget
 from cluster.sim.cluster_sim import Topology, simulate_cluster
 from cluster.sim.core_pair import CorePair
-from cluster.sim.cost_model import CostModel, DecodeStep, KVTransfer, NarrowCost, PassTable
+from cluster.sim.cost_model import NarrowCost
 from cluster.sim.workload import SimRequest
+from tests.unit.sim_models import linear_model
 
 NARROW = NarrowCost(prefill=2.0, decode=1.5)
 
@@ -43,22 +42,6 @@ def test_a_decode_step_waits_for_a_wide_prefill_pass_and_runs_wide_once_it_is_id
     assert pair.yielding_pass(1.05 + LINGER_S, 0.1) == 0.1  # prefill idle again: wide
 
 
-def linear_model(narrow: NarrowCost | None = NARROW) -> CostModel:
-    """Prefill 10 ms per token, decode steps of 100 ms, KV reads of 0.5 s (on all cores)."""
-    return CostModel(
-        name="linear",
-        source="test",
-        prefill=PassTable((1, 1000), (0.01, 10.0)),
-        decode=DecodeStep(base_s=0.1, per_sequence_s=0.0, per_context_token_s=0.0),
-        kv_transfer=KVTransfer(block_tokens=16, setup_s=0.5, per_page_s=0.0),
-        kv_capacity_tokens=100_000,
-        max_num_seqs=8,
-        max_model_len=1024,
-        chunk_tokens=100,
-        narrow=narrow,
-    )
-
-
 def two_requests() -> tuple[SimRequest, SimRequest]:
     a = SimRequest(index=0, arrival_s=0.0, prompt_tokens=100, output_tokens=3, family=0)
     b = SimRequest(index=1, arrival_s=1.55, prompt_tokens=100, output_tokens=2, family=0)
@@ -72,15 +55,15 @@ def test_shared_cores_by_hand() -> None:
     s): A ends at 2.7, a second later than on cores of its own. B: KV read 2.55-3.05, one
     wide step, done at 3.15."""
     a, b = two_requests()
-    simulate_cluster(linear_model(), [a, b], Topology(prefill_core_share=0.5))
+    simulate_cluster(linear_model(narrow=NARROW), [a, b], Topology(prefill_core_share=0.5))
     assert (a.ttft_s, a.jct_s) == (pytest.approx(1.0), pytest.approx(2.7))
     assert (b.ttft_s, b.jct_s) == (pytest.approx(1.0), pytest.approx(1.6))
     alone = two_requests()
-    simulate_cluster(linear_model(), alone)
+    simulate_cluster(linear_model(narrow=NARROW), alone)
     assert alone[0].jct_s == pytest.approx(1.7) and alone[1].jct_s == pytest.approx(1.6)
 
 
 def test_sharing_cores_needs_narrow_costs() -> None:
-    model = dataclasses.replace(linear_model(), narrow=None)
+    model = linear_model(narrow=None)
     with pytest.raises(ValueError, match="narrow"):
         simulate_cluster(model, list(two_requests()), Topology(prefill_core_share=0.5))
