@@ -1,4 +1,4 @@
-"""Command-line pieces every `tetriserve bench` sub-command that serves a model shares."""
+"""Command-line pieces the `tetriserve bench` and `tetriserve sim` sub-commands share."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cluster.model_factory import ensure_model
+from cluster.workload_mix import WORKLOADS
 
 
 def positive(text: str) -> int:
@@ -35,3 +36,14 @@ def sampling_args(args: argparse.Namespace) -> list[str]:
 
 def model_dir(args: argparse.Namespace) -> Path:
     return args.model if args.model is not None else ensure_model(args.size)
+
+
+def workloads_arg(text: str) -> list[str]:
+    """`--workloads`: a comma-separated subset of the five workloads, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown workloads {unknown or [text]}; choose from {','.join(WORKLOADS)}"
+        )
+    return list(dict.fromkeys(names))

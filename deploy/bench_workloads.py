@@ -36,7 +36,7 @@ from cluster.length_predictor import LengthPredictor, held_out_accuracy
 from cluster.workload_mix import WORKLOADS
 from deploy import bench_workloads_report as report
 from deploy import cpu_profile, workloads
-from deploy.bench_args import add_model_args, positive, sampling_args
+from deploy.bench_args import add_model_args, positive, sampling_args, workloads_arg
 from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_latency import BASELINE_FLAGS, drive
 from deploy.bench_servers import ServerProcess, free_port, running
@@ -69,7 +69,10 @@ def add_run_args(parser: argparse.ArgumentParser, default_workloads: Sequence[st
     `bench workloads` and `sim validate`)."""
     add_model_args(parser)
     parser.add_argument(
-        "--workloads", default=",".join(default_workloads), help="comma-separated subset"
+        "--workloads",
+        type=workloads_arg,
+        default=list(default_workloads),
+        help=f"comma-separated subset (default: {','.join(default_workloads)})",
     )
     parser.add_argument("--requests", type=positive, default=48, help="requests per workload")
     parser.add_argument("--rate", type=float, default=4.0, help="Poisson arrivals per second")
@@ -80,14 +83,6 @@ def add_run_args(parser: argparse.ArgumentParser, default_workloads: Sequence[st
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
     add_core_sharing_args(parser)  # tetriserve's side: how its engines share the cores,
     add_scheduling_args(parser)  # ChunkSize, policies, streaming
-
-
-def workload_names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(WORKLOADS))
-    if unknown or not names:
-        raise SystemExit(f"unknown workloads {unknown}; choose from {WORKLOADS}")
-    return names
 
 
 class Bench:
@@ -105,8 +100,7 @@ class Bench:
             self.chunk_tokens, workloads.LIGHT_DECODE, workloads.HEAVY_DECODE
         )
         self.requests = {
-            name: self._workload(name, args.requests, args.seed)
-            for name in workload_names(args.workloads)
+            name: self._workload(name, args.requests, args.seed) for name in args.workloads
         }
         self.warmup = self._workload("Mixed", args.warmup, WARMUP_SEED)
         self.cpu = cpu_profile.CpuProfile()

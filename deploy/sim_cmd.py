@@ -24,7 +24,7 @@ from cluster.sim.cost_model import CostModel, builtin_cost_models, load_cost_mod
 from cluster.sim.replay import tetriinfer_rows
 from cluster.sim.tetriinfer_paper import PAPER_DIRECTIONS
 from cluster.workload_mix import WORKLOADS
-from deploy.bench_args import positive
+from deploy.bench_args import positive, workloads_arg
 
 DEFAULT_COST_MODEL = "opt13b_tetriinfer"
 NO_FIGURE = "—"
@@ -89,16 +89,6 @@ def cost_model_arg(text: str) -> CostModel:
         raise argparse.ArgumentTypeError(f"cannot read cost model {text!r}: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise argparse.ArgumentTypeError(f"cost model {text!r} is not valid: {exc!r}") from None
-
-
-def workloads_arg(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in WORKLOADS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown workloads {unknown or [text]}; choose from {','.join(WORKLOADS)}"
-        )
-    return list(dict.fromkeys(names))
 
 
 def positive_rate(text: str) -> float:

@@ -99,9 +99,6 @@ def to_table(rows: list[Row]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploy.bench_workloads import workload_names
-
-    names = workload_names(args.workloads)
     cost: CostModel = args.cost_model
     if args.live is not None:
         work = args.live
@@ -109,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         work, chunk_tokens = serve_live(args)
         cost = dataclasses.replace(cost, chunk_tokens=chunk_tokens)
     print(f"cost model {cost.name}, ChunkSize {cost.chunk_tokens}; live runs in {work}")
-    rows = compare(args, work, cost, names)
+    rows = compare(args, work, cost, args.workloads)
     print(to_table(rows))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
