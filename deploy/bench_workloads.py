@@ -85,6 +85,11 @@ def add_run_args(parser: argparse.ArgumentParser, default_workloads: Sequence[st
     add_scheduling_args(parser)  # ChunkSize, policies, streaming
 
 
+def result_path(work: Path, system: str, name: str) -> Path:
+    """Where a run of the workloads keeps one system's client result for one workload."""
+    return work / "results" / f"{system}-{name}.json"
+
+
 class Bench:
     """One run: the requests, where they are written, and how a system is driven."""
 
@@ -170,7 +175,7 @@ class Bench:
         return figures
 
     def result_path(self, system: str, name: str) -> Path:
-        return self.work / "results" / f"{system}-{name}.json"
+        return result_path(self.work, system, name)
 
 
 def _one_line(system: str, name: str, figures: report.SystemFigures) -> str:

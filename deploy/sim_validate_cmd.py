@@ -26,6 +26,7 @@ from tqdm import tqdm
 from cluster.sim.cluster_sim import Topology, simulate_cluster
 from cluster.sim.cost_model import CostModel
 from cluster.sim.validate import requests_from_client, validation_rows
+from deploy.bench_workloads import add_run_args, result_path, run_tetriserve, start_bench
 from deploy.serve_cmd import scheduling_from_args
 from deploy.sim_cmd import add_cost_model_arg
 
@@ -35,8 +36,6 @@ Row = dict[str, Any]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from deploy.bench_workloads import add_run_args
-
     parser = subparsers.add_parser(
         "validate",
         help="the simulator against the live deployment, on the same requests",
@@ -60,8 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def serve_live(args: argparse.Namespace) -> tuple[Path, int]:
     """Serves the workloads on tetriserve; the output directory and the ChunkSize used."""
-    from deploy.bench_workloads import run_tetriserve, start_bench
-
     bench = start_bench(args, "sim-validate")
     with tqdm(total=len(bench.requests), unit="run", file=sys.stdout) as progress:
         run_tetriserve(bench, progress)
@@ -75,7 +72,7 @@ def compare(args: argparse.Namespace, work: Path, cost: CostModel, names: list[s
     scheduling = scheduling_from_args(args)
     rows: list[Row] = []
     for name in names:
-        path = work / "results" / f"{SYSTEM}-{name}.json"
+        path = result_path(work, SYSTEM, name)
         if not path.exists():
             raise SystemExit(f"no {SYSTEM} run of {name} in {work} ({path} is missing)")
         result = json.loads(path.read_text())

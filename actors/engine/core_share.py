@@ -12,8 +12,9 @@ actors/cpu_priority.py) do not hold up the decode's steps (`HomeThreads`; going 
 normal priority needs CAP_SYS_NICE, and without it they stay at idle priority). The
 decode runs on the prefill's core only while the prefill engine is idle. So that a backlog
 of prompts cannot starve the decodes, the prefill's steps on the decode's core while the
-decode has work add up to at most a share of any second (`LeadBudget`; its other steps run
-on its own core); a step that starts while the decode is idle costs the share nothing. A
+decode has work add up to at most a share of any second (`LeadBudget`, in
+cluster/core_sharing.py, which the simulator uses too; its other steps run on its own
+core); a step that starts while the decode is idle costs the share nothing. A
 decode step of a small model is a pass over all its weights, so one engine on both cores
 makes far more tokens per second than one engine per core (on 2 cores, small model, 32
 sequences: about 1.5x).
