@@ -79,6 +79,7 @@ def request_to_wire(request: GenerationRequest) -> generate_pb2.GenerateRequest:
         prompt_token_ids=list(request.prompt_token_ids),
         sampling=sampling_to_wire(request.sampling),
         trace_id=request.trace_id,
+        adapter_version=request.adapter_version,
     )
 
 
@@ -90,6 +91,7 @@ def request_from_wire(msg: generate_pb2.GenerateRequest) -> GenerationRequest:
         adapter=parse_model_name(msg.model or "base"),
         sampling=sampling_from_wire(msg.sampling),
         trace_id=msg.trace_id,
+        adapter_version=msg.adapter_version,
     )
 
 

@@ -98,10 +98,10 @@ def inspect_checkpoint(model_dir: Path) -> CheckpointInfo:
     )
 
 
-def inspect_adapter(adapter_dir: Path) -> AdapterInfo:
-    """Read one PEFT LoRA adapter directory; its name is the directory's name."""
+def inspect_adapter(adapter_dir: Path, name: str | None = None) -> AdapterInfo:
+    """Read one PEFT LoRA adapter directory, served as `name` (by default the directory's)."""
     adapter_dir = Path(adapter_dir)
-    name = adapter_dir.name
+    name = adapter_dir.name if name is None else name
     if not ADAPTER_NAME_PATTERN.fullmatch(name):
         raise CheckpointError(
             f"adapter directory {adapter_dir}: name {name!r} must match "

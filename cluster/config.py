@@ -152,6 +152,9 @@ class DeploymentConfig(BaseModel):
     # than that, requests wait their turn in the engine's queue, first come first served,
     # rather than stretching every running one.
     max_num_seqs: PositiveInt | None = None
+    # The folder (on the node that builds the deployment) that /v1/load_lora_adapter paths
+    # must lie under; None: the model's adapters/ folder.
+    lora_root: Path | None = None
     # Base port of the per-actor Prometheus exporters (see actors/metrics.py); None: off.
     metrics_port: int | None = Field(default=9400, ge=1, le=65000)
     # Tokens per prefill forward pass (ChunkSize); None: profiled at start-up (the knee).

@@ -71,10 +71,18 @@ class GenerationRequest:
     adapter: str | None = None
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     trace_id: str = ""
+    # The adapter store's version of `adapter`: each load of an adapter gets its own.
+    adapter_version: int = 0
 
     @property
     def model_name(self) -> str:
         return f"{BASE_MODEL_NAME}:{self.adapter}" if self.adapter else BASE_MODEL_NAME
+
+    @property
+    def adapter_key(self) -> str | None:
+        """The adapter and its version, `NAME@VERSION`: what engines and KV pages tell
+        apart, so that an adapter loaded again under the same name is a new one to them."""
+        return f"{self.adapter}@{self.adapter_version}" if self.adapter else None
 
     def continued(self, generated: Sequence[int]) -> GenerationRequest:
         """The rest of this request once `generated` tokens were made elsewhere: they

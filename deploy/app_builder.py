@@ -49,8 +49,11 @@ SEQS_PER_CORE = 16
 # scheduler's monitor; a memory node empty (KV is recomputed until then); the switch on the
 # same port, so that every KV client reconnects to it; the scheduler with nothing in flight
 # (requests under way finish with their owners) and the loads of its next monitor round;
-# the adapter store as it started.
+# the adapter store with the checkpoint's own adapters (those loaded at run time are
+# loaded again by their users).
 RESTARTS = 3
+# The engines' maximum LoRA rank, at the least (adapters of higher rank are refused a load).
+MAX_LORA_RANK = 64
 # How long a stop waits for a memory node to give its shared arena back.
 RELEASE_TIMEOUT_S = 10.0
 KV_CONNECTOR = {
@@ -132,7 +135,7 @@ def _engine_config(
         device=config.device,
         max_model_len=min(config.max_model_len, checkpoint.max_model_len),
         kv_cache_gib=config.kv_cache_gib,
-        max_lora_rank=max(checkpoint.max_adapter_rank, 8),
+        max_lora_rank=_max_lora_rank(checkpoint),
         cpu_cores=str(home),
         kv_transfer=kv_transfer,
         **sharing,
@@ -140,15 +143,34 @@ def _engine_config(
     )
 
 
+def _adapter_store(config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel):
+    """The LoRAAdapterStore, on this node while it has room: `lora_root` is a folder here,
+    and adapters written to it after start-up can be loaded."""
+    return _actor(
+        LoRAAdapterStore,
+        "adapter-store",
+        config.placed("adapter_store"),
+        concurrent=False,
+        restarts=RESTARTS,
+        retried=True,
+        scheduling_strategy=_where(ray.get_runtime_context().get_node_id()),
+    ).remote(model, checkpoint.adapters, config.lora_root, _max_lora_rank(checkpoint))
+
+
+def _max_lora_rank(checkpoint: CheckpointInfo) -> int:
+    """The engines' maximum LoRA rank: the largest of the checkpoint's adapters, and at
+    least MAX_LORA_RANK, so that adapters of up to that rank can be loaded at run time."""
+    return max(checkpoint.max_adapter_rank, MAX_LORA_RANK)
+
+
 def _colocated_path(
-    config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel
+    config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel, store: Any
 ) -> ColocatedPath:
     engine = _engine_config(config, checkpoint, 0, None, "")
     seqs = _max_num_seqs(config, cores=os.cpu_count() or 1) or engine.max_num_seqs
     engine = engine.model_copy(update={"cpu_cores": None, "max_num_seqs": seqs})
-    adapters = {name: info.path for name, info in checkpoint.adapters.items()}
     placed = config.placed("prefill", _engine_gpus(config))  # one engine: prefill's placement
-    instance = _actor(EngineInstance, "engine-0", placed).remote(engine, adapters, model)
+    instance = _actor(EngineInstance, "engine-0", placed).remote(engine, store, model)
     ray.get(instance.ready.remote())
     return ColocatedPath(instance, str(checkpoint.model_dir))
 
@@ -164,7 +186,7 @@ def chunk_tokens(config: DeploymentConfig, checkpoint: CheckpointInfo, model: Sh
 
 
 def _disaggregated_path(
-    config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel
+    config: DeploymentConfig, checkpoint: CheckpointInfo, model: ShippedModel, store: Any
 ) -> DisaggregatedPath:
     ports = metrics_ports(config)
     # The KV path's capabilities are minted by the scheduler and checked by the switch and
@@ -181,14 +203,6 @@ def _disaggregated_path(
         SuperNICSwitch, "switch-0", config.placed("switch"), concurrent=False, restarts=RESTARTS
     ).remote(nodes, secret=secret, port=free_port())
     address = ray.get(switch.address.remote())
-    store = _actor(
-        LoRAAdapterStore,
-        "adapter-store",
-        config.placed("adapter_store"),
-        concurrent=False,
-        restarts=RESTARTS,
-        retried=True,
-    ).remote(checkpoint.adapters, model)
     chunk = chunk_tokens(config, checkpoint, model)
     cpu_engines = resolve_device(config.device) == "cpu"
     roles = {name: Role(role) for name, role in config.instance_roles().items()}
@@ -277,7 +291,7 @@ def _disaggregated_path(
 
 
 def _where(node: str | None) -> Any:
-    """Ray's scheduling strategy for an instance: on `node` while it has room, or spread."""
+    """Ray's scheduling strategy for an actor: on `node` while it has room, or spread."""
     if node is None:
         return "SPREAD"
     return NodeAffinitySchedulingStrategy(node, soft=True)
@@ -343,12 +357,13 @@ def build_app(config: DeploymentConfig) -> serve.Application:
     model_dir = config.model_dir if config.model_dir is not None else ensure_model("tiny")
     checkpoint = inspect_checkpoint(model_dir)
     model = _ship(checkpoint.model_dir)
+    store = _adapter_store(config, checkpoint, model)
     builder = _colocated_path if config.colocated else _disaggregated_path
-    path = builder(config, checkpoint, model)
+    path = builder(config, checkpoint, model, store)
     max_model_len = min(config.max_model_len, checkpoint.max_model_len)
     options = config.placed("ingress").ray_options()
     return OpenAIIngress.options(ray_actor_options=options).bind(
-        path, model, max_model_len, sorted(checkpoint.adapters), config.max_body_bytes
+        path, model, max_model_len, store, config.max_body_bytes
     )
 
 

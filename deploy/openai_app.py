@@ -1,9 +1,10 @@
 """The front door: an OpenAI-compatible HTTP API served by Ray Serve.
 
-Client → this ingress (validate, tokenize, pick the adapter) → the request path
-(actors/request/request_path.py: scheduler, prefill, decode) → tokens back as JSON or server-sent
-events. Bad input is answered here with a 4xx and an
-OpenAI-style error body (unknown routes and methods too); nothing malformed travels further.
+Client → this ingress (validate, tokenize, resolve the adapter: deploy/lora_admin.py) → the
+request path (actors/request/request_path.py: scheduler, prefill, decode) → tokens back as
+JSON or server-sent events. It also takes vLLM's /v1/load_lora_adapter and
+/v1/unload_lora_adapter. Bad input is answered here with a 4xx and an OpenAI-style error
+body (unknown routes and methods too); nothing malformed travels further.
 Bodies are read under a size limit (deploy/request_body.py), and tokenizing runs in a worker
 thread, so that one large request never holds the event loop every other request needs.
 """
@@ -17,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from ray import serve
@@ -28,15 +29,17 @@ from actors.metrics import API_ERRORS, start_ingress_series
 from actors.model_shipping import ShippedModel, local_dir
 from actors.request.request_timer import RequestTimer
 from actors.scheduler.global_scheduler import Overloaded
-from cluster.request import BASE_MODEL_NAME, GenerationRequest, TokenDelta, parse_model_name
+from cluster.request import GenerationRequest, TokenDelta
 from deploy.grpc_ingress import GrpcGeneration
+from deploy.lora_admin import LoraAdmin
 from deploy.openai_protocol import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
+    LoadLoraAdapterBody,
+    UnloadLoraAdapterBody,
     chat_body,
     completion_body,
-    model_not_found,
     new_id,
     overloaded,
     usage,
@@ -94,19 +97,20 @@ def _sse(payload: dict | str) -> str:
 
 @serve.deployment(name="OpenAIIngress", max_ongoing_requests=256)
 @serve.ingress(app)
-class OpenAIIngress(GrpcGeneration):
+class OpenAIIngress(GrpcGeneration, LoraAdmin):
     def __init__(
         self,
         path: Any,
         model: ShippedModel,
         max_model_len: int,
-        adapters: list[str],
+        store: Any,
         max_body_bytes: int,
     ) -> None:
+        """`store`: the LoRAAdapterStore's actor handle."""
         cpu_priority.yield_to_engines()
         start_ingress_series()
         self.path = path
-        self.adapters = set(adapters)
+        self.store = store
         self.renderer = PromptRenderer(local_dir(model), max_model_len)
         self.max_body_bytes = max_body_bytes
 
@@ -116,9 +120,19 @@ class OpenAIIngress(GrpcGeneration):
 
     @app.get("/v1/models")
     async def models(self) -> dict:
-        names = [BASE_MODEL_NAME] + [f"{BASE_MODEL_NAME}:{a}" for a in sorted(self.adapters)]
+        names = await self._model_names()
         cards = [{"id": n, "object": "model", "owned_by": "tetriserve", "root": n} for n in names]
         return {"object": "list", "data": cards}
+
+    @app.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(self, request: Request) -> PlainTextResponse:
+        body: LoadLoraAdapterBody = await self._parse(request, LoadLoraAdapterBody)
+        return PlainTextResponse(await self._load_lora(body.lora_name, body.lora_path))
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(self, request: Request) -> PlainTextResponse:
+        body: UnloadLoraAdapterBody = await self._parse(request, UnloadLoraAdapterBody)
+        return PlainTextResponse(await self._unload_lora(body.lora_name))
 
     @app.get("/metrics")
     async def metrics(self) -> Response:
@@ -144,20 +158,13 @@ class OpenAIIngress(GrpcGeneration):
         max_tokens = self.renderer.max_tokens(len(tokens), body.requested_max_tokens, None)
         return await self._respond(body, tokens, max_tokens, "chatcmpl", chat_body)
 
-    def _adapter(self, model: str) -> str | None:
-        try:
-            adapter = parse_model_name(model)
-        except ValueError:
-            raise model_not_found(model) from None
-        if adapter is not None and adapter not in self.adapters:
-            raise model_not_found(model)
-        return adapter
-
     async def _respond(self, body, tokens: list[int], max_tokens: int, prefix: str, build):
+        adapter, version = await self._resolve(body.model)
         request = GenerationRequest(
             request_id=new_id(prefix),
             prompt_token_ids=tuple(tokens),
-            adapter=self._adapter(body.model),
+            adapter=adapter,
+            adapter_version=version,
             sampling=body.sampling(max_tokens),
         )
         deltas = self._stream(request)

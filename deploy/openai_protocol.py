@@ -250,3 +250,20 @@ def chat_body(
         "choices": [choice],
         **({} if chunk and not use else {"usage": use}),
     }
+
+
+class LoadLoraAdapterBody(BaseModel):
+    """`POST /v1/load_lora_adapter`, as vLLM's server takes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lora_name: str
+    lora_path: str
+
+
+class UnloadLoraAdapterBody(BaseModel):
+    """`POST /v1/unload_lora_adapter`, as vLLM's server takes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lora_name: str

@@ -21,6 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve the OpenAI-compatible API")
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: tiny)")
     parser.add_argument(
+        "--lora-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder that /v1/load_lora_adapter paths must lie under (default: the model's "
+        "adapters/)",
+    )
+    parser.add_argument(
         "--address",
         default=None,
         help="a running Ray cluster to join, e.g. 10.0.0.2:6379 (default: RAY_ADDRESS, "
@@ -154,6 +162,7 @@ def scheduling_from_args(args: argparse.Namespace) -> SchedulingConfig:
 def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
     return DeploymentConfig(
         model_dir=args.model,
+        lora_root=args.lora_root,
         host=args.host,
         port=args.port,
         grpc_port=args.grpc_port,

@@ -10,7 +10,7 @@ CUDA) and needs no Ray, so tests build it directly.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ _FINISH_REASONS = {
 
 
 class UnknownAdapterError(KeyError):
-    """The request names a LoRA adapter this engine was not given."""
+    """The request names a LoRA adapter (or a version of one) this engine was not given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +144,14 @@ def vllm_sampling_params(
 class EngineAdapter:
     """An async vLLM engine with the request model of this project."""
 
-    def __init__(self, config: EngineConfig, adapters: Mapping[str, Path] | None = None) -> None:
+    def __init__(self, config: EngineConfig) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.config = config
         self.device = resolve_device(config.device)
-        self._adapter_paths = dict(adapters or {})
-        self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(self._adapter_paths))}
+        # Adapter key (`NAME@VERSION`, GenerationRequest.adapter_key) → its LoRA id and files.
+        self._adapters: dict[str, tuple[int, Path]] = {}
         cpu_priority.restore_normal()  # before the engine's processes start: they inherit it
         shm_janitor.watch(os.getpid())
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(config)))
@@ -159,7 +159,7 @@ class EngineAdapter:
 
     @property
     def adapters(self) -> list[str]:
-        return sorted(self._adapter_paths)
+        return sorted(self._adapters)
 
     @property
     def kv_dtype_bytes(self) -> int:
@@ -172,20 +172,26 @@ class EngineAdapter:
         )
         return dtype.itemsize
 
-    def add_adapter(self, name: str, path: Path) -> None:
-        """Makes a LoRA adapter available; vLLM loads its weights on first use."""
-        if name not in self._lora_ids:
-            self._lora_ids[name] = max(self._lora_ids.values(), default=0) + 1
-        self._adapter_paths[name] = Path(path)
+    def add_adapter(self, key: str, lora_id: int, path: Path) -> None:
+        """Makes a LoRA adapter available under `key` (`NAME@VERSION`); `lora_id`: a number
+        > 0 that no other adapter of this engine has. vLLM loads the files on first use."""
+        self._adapters[key] = (lora_id, Path(path))
 
-    def _lora_request(self, adapter: str | None):
-        if adapter is None:
+    async def remove_adapter(self, key: str) -> None:
+        """Takes an adapter out of the engine (its LoRA slot and CPU cache as well)."""
+        lora_id, _ = self._adapters.pop(key)
+        await self._engine.remove_lora(lora_id)
+
+    def _lora_request(self, request: GenerationRequest):
+        key = request.adapter_key
+        if key is None:
             return None
-        if adapter not in self._adapter_paths:
-            raise UnknownAdapterError(adapter)
+        if key not in self._adapters:
+            raise UnknownAdapterError(request.adapter)
         from vllm.lora.request import LoRARequest
 
-        return LoRARequest(adapter, self._lora_ids[adapter], str(self._adapter_paths[adapter]))
+        lora_id, path = self._adapters[key]
+        return LoRARequest(key, lora_id, str(path))
 
     def tokenize(self, text: str) -> list[int]:
         return self._engine.get_tokenizer().encode(text)
@@ -202,7 +208,7 @@ class EngineAdapter:
         `prior_output` says how many of the prompt's last tokens are output tokens that
         another engine generated (see `vllm_sampling_params`).
         """
-        lora = self._lora_request(request.adapter)
+        lora = self._lora_request(request)
         if request.prompt_token_ids:
             prompt: dict = {"prompt_token_ids": list(request.prompt_token_ids)}
         else:

@@ -63,7 +63,7 @@ class DecodeInstance:
         prior = tuple(task.prefill_output_token_ids)
         request = request_from_wire(task.request).continued(prior)
         lease = task.lease
-        tenant = tenant_id(self.model_id, request.adapter)
+        tenant = tenant_id(self.model_id, request.adapter_key)
         capability = task.decision.kv_capability
         self.kv.present(tenant, capability)
         consume = TransferParams(

@@ -113,7 +113,7 @@ class PrefillInstance:
         task = scheduling_pb2.PrefillTask.FromString(task_bytes)
         request = request_from_wire(task.request)
         prompt = list(request.prompt_token_ids)
-        tenant = tenant_id(self.model_id, request.adapter)
+        tenant = tenant_id(self.model_id, request.adapter_key)
         capability = task.decision.kv_capability
         self.kv.present(tenant, capability)
         leasing = self._start_lease(request, tenant, prompt)

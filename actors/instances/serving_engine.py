@@ -1,28 +1,25 @@
 """What prefill and decode instances share: an engine, adapters fetched on demand, load.
 
-`ServingEngine.generate` is `EngineAdapter.generate` plus what an instance needs: the first
-request for an adapter the engine lacks fetches it from the LoRAAdapterStore, and the
-requests in flight are counted for load reports, with the seconds the engine had work
-(`busy_seconds`, the instance-seconds a benchmark charges).
+`ServingEngine.generate` is `EngineAdapter.generate` plus what an instance needs: the
+request's adapter held in the host tier (actors/adapters/host_cache.py, fetched from the
+LoRAAdapterStore the first time), and the requests in flight counted for load reports,
+with the seconds the engine had work (`busy_seconds`, the instance-seconds a benchmark
+charges).
 """
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from actors import metrics
-from actors.adapters.adapter_store import materialize
+from actors.adapters.host_cache import AdapterHostCache
 from actors.engine.adapter import EngineAdapter
 from actors.engine.core_share import parse_cores
 from cluster.config import EngineConfig
 from cluster.placement import InstanceLoad
 from cluster.request import GenerationRequest, TokenDelta
-from tetriserve.v1 import adapters_pb2
 
 
 class ServingEngine:
@@ -37,35 +34,10 @@ class ServingEngine:
         self.instance_id = instance_id
         metrics.start_instance_series(instance_id)
         self.engine = EngineAdapter(config)
-        self._adapter_store = adapter_store
-        self._adapter_root = Path(tempfile.mkdtemp(prefix=f"tetriserve-{instance_id}-"))
-        self._adapter_locks: dict[str, asyncio.Lock] = {}
+        self.adapters = AdapterHostCache(adapter_store, self.engine, instance_id)
         self.running = 0
         self._busy_s = 0.0
         self._busy_since = 0.0
-
-    async def _ensure_adapter(self, name: str | None) -> None:
-        """The adapter's files on this instance's machine (the `host` tier), fetched from
-        the adapter store on first use."""
-        if name is None or self._adapter_store is None:
-            return
-        if name not in self.engine.adapters:
-            lock = self._adapter_locks.setdefault(name, asyncio.Lock())
-            async with lock:
-                if name not in self.engine.adapters:
-                    await self._load_adapter(name)
-                    return
-        metrics.ADAPTER_HITS.labels(self.instance_id, "host").inc()
-
-    async def _load_adapter(self, name: str) -> None:
-        started = time.monotonic()
-        request = adapters_pb2.FetchAdapterRequest(name=name).SerializeToString()
-        reply = await self._adapter_store.fetch.remote(request)
-        self.engine.add_adapter(name, materialize(reply, self._adapter_root))
-        metrics.ADAPTER_LOADS.labels(self.instance_id, "host").inc()
-        metrics.ADAPTER_LOAD_SECONDS.labels(self.instance_id, "host").observe(
-            time.monotonic() - started
-        )
 
     async def generate(
         self,
@@ -73,13 +45,13 @@ class ServingEngine:
         kv_transfer_params: dict | None = None,
         prior_output: int = 0,
     ) -> AsyncIterator[TokenDelta]:
-        await self._ensure_adapter(request.adapter)
         if self.running == 0:
             self._busy_since = time.monotonic()
         self.running += 1
         try:
-            async for delta in self.engine.generate(request, kv_transfer_params, prior_output):
-                yield delta
+            async with self.adapters.holding(request):
+                async for delta in self.engine.generate(request, kv_transfer_params, prior_output):
+                    yield delta
         finally:
             self.running -= 1
             if self.running == 0:

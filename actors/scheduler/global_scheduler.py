@@ -34,13 +34,13 @@ from prometheus_client import REGISTRY
 from ray.exceptions import RayActorError
 
 from actors import cpu_priority, metrics
-from actors.wire import load_from_wire, role_from_wire
+from actors.wire import load_from_wire, request_from_wire, role_from_wire
 from cluster.instance_flip import FlipController, Role
 from cluster.kv_capability import CapabilityAuthority
 from cluster.kv_pages import tenant_id
 from cluster.placement import InstanceLoad, LeastLoaded, Placement
 from cluster.recent_ids import RecentIds
-from cluster.request import BASE_MODEL_NAME, parse_model_name
+from cluster.request import BASE_MODEL_NAME
 from tetriserve.v1 import generate_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,8 @@ class GlobalScheduler:
         self._request_placed.set()
         if owner:
             self.owners[request.request_id] = owner
-        model = request.model or BASE_MODEL_NAME
-        tenant = tenant_id(self.model_id, parse_model_name(model))
-        self.tenant_names.setdefault(tenant, model)
+        tenant = tenant_id(self.model_id, request_from_wire(request).adapter_key)
+        self.tenant_names.setdefault(tenant, request.model or BASE_MODEL_NAME)
         decision = scheduling_pb2.DispatchDecision(
             request_id=request.request_id,
             prefill_instance=chosen,

@@ -53,6 +53,7 @@ async def adapter_token_ids(engine: EngineAdapter, adapter: str | None) -> list[
             request_id=f"{adapter}-{i}",
             prompt=prompt,
             adapter=adapter,
+            adapter_version=1,
             sampling=SamplingSpec(max_tokens=MAX_TOKENS),
         )
         ids: list[int] = []
@@ -70,7 +71,8 @@ def test_greedy_output_equals_plain_vllm(tiny_model: Path) -> None:
 
     async def run() -> tuple[list[list[int]], list[list[int]]]:
         config = EngineConfig(model_dir=tiny_model, max_model_len=512)
-        engine = EngineAdapter(config, {"r16": adapter_path})
+        engine = EngineAdapter(config)
+        engine.add_adapter("r16@1", 1, adapter_path)
         try:
             with pytest.raises(UnknownAdapterError):
                 async for _ in engine.generate(GenerationRequest("bad", "x", adapter="nope")):

@@ -3,7 +3,7 @@
 One Serve app on the tiny model with both proxies up: a real `grpc.insecure_channel` calls
 `tetriserve.v1.Generation/Generate`; its streamed greedy text equals `/v1/completions` for
 the same prompt and adapter; bad input ends with INVALID_ARGUMENT or NOT_FOUND, and the
-server keeps serving afterwards.
+server keeps serving afterwards. Adapters load and unload over gRPC as over HTTP.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cluster.config import DeploymentConfig
 from deploy.app_builder import build_app
 from deploy.grpc_ingress import grpc_options
 from tests.support import free_port
-from tetriserve.v1 import generate_pb2, generate_pb2_grpc
+from tetriserve.v1 import adapters_pb2, generate_pb2, generate_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -139,3 +139,32 @@ def test_bad_input_gets_status_code_and_server_keeps_serving(
     sampling = generate_pb2.SamplingParams(max_tokens=2)
     after = generate(stub, model="base", prompt="still up?", sampling=sampling)
     assert after[-1].completion_tokens == 2
+
+
+def _text(responses: list[generate_pb2.GenerateResponse]) -> str:
+    return "".join(r.text_delta for r in responses)
+
+
+def test_adapters_load_and_unload_over_grpc(
+    stub: generate_pb2_grpc.GenerationStub, tiny_model: Path
+) -> None:
+    path = str(tiny_model / "adapters" / "r8")
+    load = adapters_pb2.LoadLoraAdapterRequest(lora_name="grpc-copy", lora_path=path)
+    reply = stub.LoadLoraAdapter(load, metadata=METADATA, timeout=60)
+    assert reply.message == "Success: LoRA adapter 'grpc-copy' added successfully."
+    sampling = generate_pb2.SamplingParams(max_tokens=8)
+    copy = generate(stub, model="base:grpc-copy", prompt=PROMPT, sampling=sampling)
+    original = generate(stub, model="base:r8", prompt=PROMPT, sampling=sampling)
+    assert _text(copy) == _text(original)  # the same weights under another name
+    with pytest.raises(grpc.RpcError) as taken:
+        stub.LoadLoraAdapter(load, metadata=METADATA, timeout=60)
+    assert taken.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "already been loaded" in taken.value.details()
+    unload = adapters_pb2.UnloadLoraAdapterRequest(lora_name="grpc-copy")
+    stub.UnloadLoraAdapter(unload, metadata=METADATA, timeout=60)
+    with pytest.raises(grpc.RpcError) as gone:
+        generate(stub, model="base:grpc-copy", prompt=PROMPT, sampling=sampling)
+    assert gone.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.UnloadLoraAdapter(unload, metadata=METADATA, timeout=60)
+    assert unknown.value.code() is grpc.StatusCode.NOT_FOUND

@@ -14,6 +14,7 @@ from actors.scheduler import global_scheduler
 from actors.scheduler.global_scheduler import GlobalScheduler, NoInstanceAvailable, Overloaded
 from actors.wire import load_to_wire
 from cluster.instance_flip import Role
+from cluster.kv_capability import CapabilityError
 from cluster.kv_pages import tenant_id
 from cluster.placement import InstanceLoad
 from tetriserve.v1 import generate_pb2, scheduling_pb2
@@ -138,10 +139,13 @@ def test_an_instance_that_misses_a_round_is_unreachable() -> None:
 
 def test_a_placement_carries_a_kv_capability_for_the_requests_tenant() -> None:
     scheduler, _ = _scheduler()
-    request = generate_pb2.GenerateRequest(request_id="a", model="base:sql")
+    request = generate_pb2.GenerateRequest(request_id="a", model="base:sql", adapter_version=3)
     decision = asyncio.run(_placed(scheduler, request.SerializeToString()))
     capability = scheduling_pb2.DispatchDecision.FromString(decision).kv_capability
-    assert scheduler.kv_authority.check(capability, tenant_id("model", "sql"))
+    assert scheduler.kv_authority.check(capability, tenant_id("model", "sql@3"))
+    # The same name loaded again is another tenant: its pages are not this version's.
+    with pytest.raises(CapabilityError, match="another tenant"):
+        scheduler.kv_authority.check(capability, tenant_id("model", "sql@4"))
 
 
 def test_a_loss_reported_for_an_unknown_instance_changes_nothing() -> None:

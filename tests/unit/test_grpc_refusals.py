@@ -13,7 +13,7 @@ import pytest
 from cluster.request import GenerationRequest
 from deploy.grpc_ingress import GrpcGeneration, GrpcRefused
 from deploy.openai_protocol import RETRY_AFTER_S, APIError, bad_request, overloaded
-from tetriserve.v1 import generate_pb2
+from tetriserve.v1 import adapters_pb2, generate_pb2
 
 
 class FakeContext:
@@ -40,8 +40,17 @@ class FakeIngress(GrpcGeneration):
     def __init__(self, refusal: APIError) -> None:
         self.refusal = refusal
 
-    def _generation(self, msg: generate_pb2.GenerateRequest) -> GenerationRequest:
-        return GenerationRequest(request_id=msg.request_id, prompt_token_ids=(1, 2))
+    def _generation(self, msg: generate_pb2.GenerateRequest) -> tuple[GenerationRequest, str]:
+        return GenerationRequest(request_id=msg.request_id, prompt_token_ids=(1, 2)), "base"
+
+    async def _resolve(self, model: str) -> tuple[str | None, int]:
+        return None, 0
+
+    async def _load_lora(self, lora_name: str, lora_path: str) -> str:
+        raise self.refusal
+
+    async def _unload_lora(self, lora_name: str) -> str:
+        raise self.refusal
 
     async def _stream(self, request: GenerationRequest) -> AsyncIterator[Any]:
         raise self.refusal
@@ -72,3 +81,28 @@ def test_bad_input_is_invalid_argument_without_retry_after() -> None:
     context = _refused(bad_request("max_tokens: must be positive"))
     assert context.code is grpc.StatusCode.INVALID_ARGUMENT
     assert context.trailers == []
+
+
+def test_a_refused_adapter_load_or_unload_ends_with_the_matching_code() -> None:
+    async def load(ingress: FakeIngress, context: FakeContext) -> None:
+        request = adapters_pb2.LoadLoraAdapterRequest(lora_name="x", lora_path="/elsewhere")
+        await ingress.LoadLoraAdapter(request, context)  # type: ignore[arg-type]
+
+    async def unload(ingress: FakeIngress, context: FakeContext) -> None:
+        request = adapters_pb2.UnloadLoraAdapterRequest(lora_name="x")
+        await ingress.UnloadLoraAdapter(request, context)  # type: ignore[arg-type]
+
+    cases = [
+        (load, bad_request("lora_path lies outside the adapter root"), "INVALID_ARGUMENT"),
+        (
+            unload,
+            APIError(404, "The lora adapter 'x' cannot be found.", "NotFoundError"),
+            "NOT_FOUND",
+        ),
+    ]
+    for call, refusal, code in cases:
+        context = FakeContext()
+        with pytest.raises(GrpcRefused):
+            asyncio.run(call(FakeIngress(refusal), context))
+        assert context.code is grpc.StatusCode[code]
+        assert context.details == refusal.message

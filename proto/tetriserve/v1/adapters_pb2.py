@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctetriserve/v1/adapters.proto\x12\rtetriserve.v1\"U\n\x0b\x41\x64\x61pterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x16\n\x0etarget_modules\x18\x03 \x03(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"\x15\n\x13ListAdaptersRequest\"A\n\x11ListAdaptersReply\x12,\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x1a.tetriserve.v1.AdapterInfo\"#\n\x13\x46\x65tchAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x0b\x41\x64\x61pterFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"h\n\x11\x46\x65tchAdapterReply\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.tetriserve.v1.AdapterInfo\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1a.tetriserve.v1.AdapterFile2\xbe\x01\n\x10LoRAAdapterStore\x12T\n\x0cListAdapters\x12\".tetriserve.v1.ListAdaptersRequest\x1a .tetriserve.v1.ListAdaptersReply\x12T\n\x0c\x46\x65tchAdapter\x12\".tetriserve.v1.FetchAdapterRequest\x1a .tetriserve.v1.FetchAdapterReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctetriserve/v1/adapters.proto\x12\rtetriserve.v1\"f\n\x0b\x41\x64\x61pterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x16\n\x0etarget_modules\x18\x03 \x03(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07version\x18\x05 \x01(\x04\"\x15\n\x13ListAdaptersRequest\"A\n\x11ListAdaptersReply\x12,\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x1a.tetriserve.v1.AdapterInfo\"4\n\x13\x46\x65tchAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\">\n\x16LoadLoraAdapterRequest\x12\x11\n\tlora_name\x18\x01 \x01(\t\x12\x11\n\tlora_path\x18\x02 \x01(\t\"-\n\x18UnloadLoraAdapterRequest\x12\x11\n\tlora_name\x18\x01 \x01(\t\"#\n\x10LoraAdapterReply\x12\x0f\n\x07message\x18\x01 \x01(\t\"%\n\x15ResolveAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x0b\x41\x64\x61pterFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"h\n\x11\x46\x65tchAdapterReply\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.tetriserve.v1.AdapterInfo\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1a.tetriserve.v1.AdapterFile2\xbf\x03\n\x10LoRAAdapterStore\x12T\n\x0cListAdapters\x12\".tetriserve.v1.ListAdaptersRequest\x1a .tetriserve.v1.ListAdaptersReply\x12T\n\x0c\x46\x65tchAdapter\x12\".tetriserve.v1.FetchAdapterRequest\x1a .tetriserve.v1.FetchAdapterReply\x12R\n\x0eResolveAdapter\x12$.tetriserve.v1.ResolveAdapterRequest\x1a\x1a.tetriserve.v1.AdapterInfo\x12P\n\x0bLoadAdapter\x12%.tetriserve.v1.LoadLoraAdapterRequest\x1a\x1a.tetriserve.v1.AdapterInfo\x12Y\n\rUnloadAdapter\x12\'.tetriserve.v1.UnloadLoraAdapterRequest\x1a\x1f.tetriserve.v1.LoraAdapterReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tetriserve.v1.adapters_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ADAPTERINFO']._serialized_start=47
-  _globals['_ADAPTERINFO']._serialized_end=132
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=134
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=155
-  _globals['_LISTADAPTERSREPLY']._serialized_start=157
-  _globals['_LISTADAPTERSREPLY']._serialized_end=222
-  _globals['_FETCHADAPTERREQUEST']._serialized_start=224
-  _globals['_FETCHADAPTERREQUEST']._serialized_end=259
-  _globals['_ADAPTERFILE']._serialized_start=261
-  _globals['_ADAPTERFILE']._serialized_end=305
-  _globals['_FETCHADAPTERREPLY']._serialized_start=307
-  _globals['_FETCHADAPTERREPLY']._serialized_end=411
-  _globals['_LORAADAPTERSTORE']._serialized_start=414
-  _globals['_LORAADAPTERSTORE']._serialized_end=604
+  _globals['_ADAPTERINFO']._serialized_end=149
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=151
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=172
+  _globals['_LISTADAPTERSREPLY']._serialized_start=174
+  _globals['_LISTADAPTERSREPLY']._serialized_end=239
+  _globals['_FETCHADAPTERREQUEST']._serialized_start=241
+  _globals['_FETCHADAPTERREQUEST']._serialized_end=293
+  _globals['_LOADLORAADAPTERREQUEST']._serialized_start=295
+  _globals['_LOADLORAADAPTERREQUEST']._serialized_end=357
+  _globals['_UNLOADLORAADAPTERREQUEST']._serialized_start=359
+  _globals['_UNLOADLORAADAPTERREQUEST']._serialized_end=404
+  _globals['_LORAADAPTERREPLY']._serialized_start=406
+  _globals['_LORAADAPTERREPLY']._serialized_end=441
+  _globals['_RESOLVEADAPTERREQUEST']._serialized_start=443
+  _globals['_RESOLVEADAPTERREQUEST']._serialized_end=480
+  _globals['_ADAPTERFILE']._serialized_start=482
+  _globals['_ADAPTERFILE']._serialized_end=526
+  _globals['_FETCHADAPTERREPLY']._serialized_start=528
+  _globals['_FETCHADAPTERREPLY']._serialized_end=632
+  _globals['_LORAADAPTERSTORE']._serialized_start=635
+  _globals['_LORAADAPTERSTORE']._serialized_end=1082
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,21 @@ class LoRAAdapterStoreStub:
                 request_serializer=tetriserve_dot_v1_dot_adapters__pb2.FetchAdapterRequest.SerializeToString,
                 response_deserializer=tetriserve_dot_v1_dot_adapters__pb2.FetchAdapterReply.FromString,
                 _registered_method=True)
+        self.ResolveAdapter = channel.unary_unary(
+                '/tetriserve.v1.LoRAAdapterStore/ResolveAdapter',
+                request_serializer=tetriserve_dot_v1_dot_adapters__pb2.ResolveAdapterRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_adapters__pb2.AdapterInfo.FromString,
+                _registered_method=True)
+        self.LoadAdapter = channel.unary_unary(
+                '/tetriserve.v1.LoRAAdapterStore/LoadAdapter',
+                request_serializer=tetriserve_dot_v1_dot_adapters__pb2.LoadLoraAdapterRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_adapters__pb2.AdapterInfo.FromString,
+                _registered_method=True)
+        self.UnloadAdapter = channel.unary_unary(
+                '/tetriserve.v1.LoRAAdapterStore/UnloadAdapter',
+                request_serializer=tetriserve_dot_v1_dot_adapters__pb2.UnloadLoraAdapterRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.FromString,
+                _registered_method=True)
 
 
 class LoRAAdapterStoreServicer:
@@ -61,6 +76,24 @@ class LoRAAdapterStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveAdapter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadAdapter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadAdapter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LoRAAdapterStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +106,21 @@ def add_LoRAAdapterStoreServicer_to_server(servicer, server):
                     servicer.FetchAdapter,
                     request_deserializer=tetriserve_dot_v1_dot_adapters__pb2.FetchAdapterRequest.FromString,
                     response_serializer=tetriserve_dot_v1_dot_adapters__pb2.FetchAdapterReply.SerializeToString,
+            ),
+            'ResolveAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveAdapter,
+                    request_deserializer=tetriserve_dot_v1_dot_adapters__pb2.ResolveAdapterRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_adapters__pb2.AdapterInfo.SerializeToString,
+            ),
+            'LoadAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadAdapter,
+                    request_deserializer=tetriserve_dot_v1_dot_adapters__pb2.LoadLoraAdapterRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_adapters__pb2.AdapterInfo.SerializeToString,
+            ),
+            'UnloadAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadAdapter,
+                    request_deserializer=tetriserve_dot_v1_dot_adapters__pb2.UnloadLoraAdapterRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +177,87 @@ class LoRAAdapterStore:
             '/tetriserve.v1.LoRAAdapterStore/FetchAdapter',
             tetriserve_dot_v1_dot_adapters__pb2.FetchAdapterRequest.SerializeToString,
             tetriserve_dot_v1_dot_adapters__pb2.FetchAdapterReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.LoRAAdapterStore/ResolveAdapter',
+            tetriserve_dot_v1_dot_adapters__pb2.ResolveAdapterRequest.SerializeToString,
+            tetriserve_dot_v1_dot_adapters__pb2.AdapterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.LoRAAdapterStore/LoadAdapter',
+            tetriserve_dot_v1_dot_adapters__pb2.LoadLoraAdapterRequest.SerializeToString,
+            tetriserve_dot_v1_dot_adapters__pb2.AdapterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.LoRAAdapterStore/UnloadAdapter',
+            tetriserve_dot_v1_dot_adapters__pb2.UnloadLoraAdapterRequest.SerializeToString,
+            tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,25 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from tetriserve.v1 import adapters_pb2 as tetriserve_dot_v1_dot_adapters__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctetriserve/v1/generate.proto\x12\rtetriserve.v1\"(\n\nAdapterRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\"\x90\x02\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x10\n\x08has_seed\x18\x06 \x01(\x08\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x12\x10\n\x08logprobs\x18\t \x01(\r\x12\x12\n\nmin_tokens\x18\n \x01(\r\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12\x18\n\x10presence_penalty\x18\x0c \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\r \x01(\x02\"\xa1\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12/\n\x08sampling\x18\x05 \x01(\x0b\x32\x1d.tetriserve.v1.SamplingParams\x12\x10\n\x08trace_id\x18\x06 \x01(\t\"\xd9\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ntext_delta\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x32\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1b.tetriserve.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x05 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\r\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x15\n\rcached_tokens\x18\x08 \x01(\r*\x91\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32[\n\nGeneration\x12M\n\x08Generate\x12\x1e.tetriserve.v1.GenerateRequest\x1a\x1f.tetriserve.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctetriserve/v1/generate.proto\x12\rtetriserve.v1\x1a\x1ctetriserve/v1/adapters.proto\"(\n\nAdapterRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\"\x90\x02\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x10\n\x08has_seed\x18\x06 \x01(\x08\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x12\x10\n\x08logprobs\x18\t \x01(\r\x12\x12\n\nmin_tokens\x18\n \x01(\r\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12\x18\n\x10presence_penalty\x18\x0c \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\r \x01(\x02\"\xba\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12/\n\x08sampling\x18\x05 \x01(\x0b\x32\x1d.tetriserve.v1.SamplingParams\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x17\n\x0f\x61\x64\x61pter_version\x18\x07 \x01(\x04\"\xd9\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ntext_delta\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x32\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1b.tetriserve.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x05 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\r\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x15\n\rcached_tokens\x18\x08 \x01(\r*\x91\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32\x95\x02\n\nGeneration\x12M\n\x08Generate\x12\x1e.tetriserve.v1.GenerateRequest\x1a\x1f.tetriserve.v1.GenerateResponse0\x01\x12Y\n\x0fLoadLoraAdapter\x12%.tetriserve.v1.LoadLoraAdapterRequest\x1a\x1f.tetriserve.v1.LoraAdapterReply\x12]\n\x11UnloadLoraAdapter\x12\'.tetriserve.v1.UnloadLoraAdapterRequest\x1a\x1f.tetriserve.v1.LoraAdapterReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tetriserve.v1.generate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=749
-  _globals['_FINISHREASON']._serialized_end=894
-  _globals['_ADAPTERREF']._serialized_start=47
-  _globals['_ADAPTERREF']._serialized_end=87
-  _globals['_SAMPLINGPARAMS']._serialized_start=90
-  _globals['_SAMPLINGPARAMS']._serialized_end=362
-  _globals['_GENERATEREQUEST']._serialized_start=365
-  _globals['_GENERATEREQUEST']._serialized_end=526
-  _globals['_GENERATERESPONSE']._serialized_start=529
-  _globals['_GENERATERESPONSE']._serialized_end=746
-  _globals['_GENERATION']._serialized_start=896
-  _globals['_GENERATION']._serialized_end=987
+  _globals['_FINISHREASON']._serialized_start=804
+  _globals['_FINISHREASON']._serialized_end=949
+  _globals['_ADAPTERREF']._serialized_start=77
+  _globals['_ADAPTERREF']._serialized_end=117
+  _globals['_SAMPLINGPARAMS']._serialized_start=120
+  _globals['_SAMPLINGPARAMS']._serialized_end=392
+  _globals['_GENERATEREQUEST']._serialized_start=395
+  _globals['_GENERATEREQUEST']._serialized_end=581
+  _globals['_GENERATERESPONSE']._serialized_start=584
+  _globals['_GENERATERESPONSE']._serialized_end=801
+  _globals['_GENERATION']._serialized_start=952
+  _globals['_GENERATION']._serialized_end=1229
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from tetriserve.v1 import adapters_pb2 as tetriserve_dot_v1_dot_adapters__pb2
 from tetriserve.v1 import generate_pb2 as tetriserve_dot_v1_dot_generate__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,12 +40,35 @@ class GenerationStub:
                 request_serializer=tetriserve_dot_v1_dot_generate__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=tetriserve_dot_v1_dot_generate__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.LoadLoraAdapter = channel.unary_unary(
+                '/tetriserve.v1.Generation/LoadLoraAdapter',
+                request_serializer=tetriserve_dot_v1_dot_adapters__pb2.LoadLoraAdapterRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.FromString,
+                _registered_method=True)
+        self.UnloadLoraAdapter = channel.unary_unary(
+                '/tetriserve.v1.Generation/UnloadLoraAdapter',
+                request_serializer=tetriserve_dot_v1_dot_adapters__pb2.UnloadLoraAdapterRequest.SerializeToString,
+                response_deserializer=tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.FromString,
+                _registered_method=True)
 
 
 class GenerationServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Generate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadLoraAdapter(self, request, context):
+        """vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadLoraAdapter(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +81,16 @@ def add_GenerationServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=tetriserve_dot_v1_dot_generate__pb2.GenerateRequest.FromString,
                     response_serializer=tetriserve_dot_v1_dot_generate__pb2.GenerateResponse.SerializeToString,
+            ),
+            'LoadLoraAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadLoraAdapter,
+                    request_deserializer=tetriserve_dot_v1_dot_adapters__pb2.LoadLoraAdapterRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.SerializeToString,
+            ),
+            'UnloadLoraAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadLoraAdapter,
+                    request_deserializer=tetriserve_dot_v1_dot_adapters__pb2.UnloadLoraAdapterRequest.FromString,
+                    response_serializer=tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +120,60 @@ class Generation:
             '/tetriserve.v1.Generation/Generate',
             tetriserve_dot_v1_dot_generate__pb2.GenerateRequest.SerializeToString,
             tetriserve_dot_v1_dot_generate__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadLoraAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.Generation/LoadLoraAdapter',
+            tetriserve_dot_v1_dot_adapters__pb2.LoadLoraAdapterRequest.SerializeToString,
+            tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadLoraAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetriserve.v1.Generation/UnloadLoraAdapter',
+            tetriserve_dot_v1_dot_adapters__pb2.UnloadLoraAdapterRequest.SerializeToString,
+            tetriserve_dot_v1_dot_adapters__pb2.LoraAdapterReply.FromString,
             options,
             channel_credentials,
             insecure,
