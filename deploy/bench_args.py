@@ -16,13 +16,14 @@ def positive(text: str) -> int:
     return value
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """`--model DIR` or `--size tiny|small` (a built-in model, made on first use), and
-    `--greedy`. By default a benchmark measures as users run it: the small model, and
-    vLLM's benchmark client at its own default sampling (it sends no temperature, so the
-    server's default of 1.0 applies)."""
+def add_model_args(parser: argparse.ArgumentParser, model_dirs: bool = True) -> None:
+    """`--model DIR` (unless not `model_dirs`) or `--size tiny|small` (a built-in model,
+    made on first use), and `--greedy`. By default a benchmark measures as users run it:
+    the small model, and vLLM's benchmark client at its own default sampling (it sends no
+    temperature, so the server's default of 1.0 applies)."""
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--model", type=Path, default=None, metavar="DIR", help="model directory")
+    if model_dirs:
+        model.add_argument("--model", type=Path, default=None, metavar="DIR", help="model dir")
     model.add_argument("--size", choices=["tiny", "small"], default="small", help="built-in model")
     parser.add_argument(
         "--greedy", action="store_true", help="send temperature 0 (default: the client's sampling)"
@@ -35,7 +36,8 @@ def sampling_args(args: argparse.Namespace) -> list[str]:
 
 
 def model_dir(args: argparse.Namespace) -> Path:
-    return args.model if args.model is not None else ensure_model(args.size)
+    model = getattr(args, "model", None)
+    return model if model is not None else ensure_model(args.size)
 
 
 def workloads_arg(text: str) -> list[str]:

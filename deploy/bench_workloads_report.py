@@ -81,7 +81,7 @@ def busy_seconds(start_times: Sequence[float], latencies: Sequence[float]) -> fl
     return total
 
 
-def _stats_ms(seconds: Sequence[float]) -> tuple[float, float, float]:
+def stats_ms(seconds: Sequence[float]) -> tuple[float, float, float]:
     """Mean, median and p99 in ms; NaN for no values."""
     if not seconds:
         return NAN, NAN, NAN
@@ -102,8 +102,8 @@ def figures_from_client(
     """The figures of one client run; latencies count only requests without an error."""
     errors = list(result["errors"])
     ok = [i for i, error in enumerate(errors) if not error]
-    ttft = _stats_ms([float(result["ttfts"][i]) for i in ok])
-    jct = _stats_ms([float(result["latencies"][i]) for i in ok])
+    ttft = stats_ms([float(result["ttfts"][i]) for i in ok])
+    jct = stats_ms([float(result["latencies"][i]) for i in ok])
     return SystemFigures(
         len(errors),
         len(errors) - len(ok),

@@ -20,6 +20,7 @@ _BENCH_MODULES = (
     "deploy.bench_kv",
     "deploy.bench_latency",
     "deploy.bench_workloads",
+    "deploy.bench_lora",
 )
 # Modules that contribute sub-commands of `tetriserve sim`.
 _SIM_MODULES = (
@@ -30,7 +31,7 @@ _SIM_MODULES = (
 )
 # Command groups: (name, help, the modules that contribute its sub-commands).
 _GROUPS = (
-    ("bench", "benchmarks: hardware models, workloads", _BENCH_MODULES),
+    ("bench", "benchmarks: hardware models, workloads, LoRA", _BENCH_MODULES),
     ("sim", "the simulator: paper replays in simulated time", _SIM_MODULES),
 )
 
