@@ -225,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         for system, runs in (("tetriserve", ours), ("vllm", theirs))
     }
     table = report.to_markdown(figures["tetriserve"], figures["vllm"], slo_tpot_ms)
+    table += "\nCold starts by rank (engine loads during the LoRA run):\n\n"
+    table += report.cold_start_table({"tetriserve": ours["loads"], "vllm": theirs["loads"]})
     print("\n" + table)
     payload = report.to_json(figures["tetriserve"], figures["vllm"])
     summary = {

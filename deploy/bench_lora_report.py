@@ -9,6 +9,7 @@ request meets the SLO when it succeeded and its TPOT is at most the SLO's.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from deploy.bench_workloads_report import stats_ms
 NAN = float("nan")
 # The figures whose tetriserve / vLLM ratio is reported.
 RATIO_FIGURES = ("mean_ttft_ms", "mean_tpot_ms", "slo_attainment", "cold_starts")
+# make-model's adapter names end in -rRANK; an engine's key adds @VERSION.
+_RANK_IN_NAME = re.compile(r"-r(\d+)(?:@\d+)?$")
 
 
 def request_tpots_s(result: Mapping[str, Any]) -> list[float | None]:
@@ -81,6 +84,28 @@ def figures(
         cold_start_seconds=float(sum(load["seconds"] for load in loads)),
         no_lora_tpot_ms=no_lora_tpot_ms,
     )
+
+
+def cold_starts_by_rank(loads: Sequence[Mapping[str, Any]]) -> dict[int, tuple[int, float]]:
+    """Rank → (loads, mean milliseconds per load), for adapters named by make-model."""
+    by_rank: dict[int, list[float]] = {}
+    for load in loads:
+        match = _RANK_IN_NAME.search(load["adapter"])
+        if match:
+            by_rank.setdefault(int(match.group(1)), []).append(float(load["seconds"]))
+    return {
+        rank: (len(seconds), 1000.0 * sum(seconds) / len(seconds))
+        for rank, seconds in sorted(by_rank.items())
+    }
+
+
+def cold_start_table(loads: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Per system and rank: cold starts and their mean milliseconds, as markdown."""
+    lines = ["| system | rank | cold starts | mean ms per load |", "|---|---:|---:|---:|"]
+    for system, system_loads in loads.items():
+        for rank, (count, mean_ms) in cold_starts_by_rank(system_loads).items():
+            lines.append(f"| {system} | {rank} | {count} | {mean_ms:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def ratios(ours: LoraFigures, theirs: LoraFigures) -> dict[str, float]:

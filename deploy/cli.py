@@ -28,6 +28,8 @@ _SIM_MODULES = (
     "deploy.sim_scale_cmd",
     "deploy.sim_profile_cmd",
     "deploy.sim_validate_cmd",
+    "deploy.sim_lora_profile_cmd",
+    "deploy.sim_caraserve_cmd",
 )
 # Command groups: (name, help, the modules that contribute its sub-commands).
 _GROUPS = (

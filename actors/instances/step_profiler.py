@@ -6,7 +6,9 @@ some tokens is timed as ChunkSize profiling times it, and a decode step at some 
 and context length is timed from `batch` greedy requests sent together, each with a prompt
 of `context` tokens: between the moment the last of them has its first token and the moment
 the first of them ends, every step decodes them all and computes no prompt, and the step is
-the median gap between two of a request's tokens in that window.
+the median gap between two of a request's tokens in that window. A LoRA probe gives each
+sequence an adapter of the model's own, by rank (`adapters/rR`), to time decode steps over
+batches of mixed ranks (`tetriserve sim lora-profile`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import itertools
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 
 from actors.instances.chunk_profiler import REPEATS, ChunkProfiler
+from actors.model_shipping import ShippedModel, local_dir
+from cluster.checkpoint import inspect_checkpoint
+from cluster.config import EngineConfig
 from cluster.request import GenerationRequest, SamplingSpec
 
 
@@ -30,16 +36,33 @@ def probe_tokens(batch: int, context: int, steps: int, max_batched_tokens: int) 
 
 
 class StepProfiler(ChunkProfiler):
+    def __init__(self, config: EngineConfig, vocab_size: int, model: ShippedModel) -> None:
+        super().__init__(config, vocab_size, model)
+        adapters = inspect_checkpoint(local_dir(model)).adapters.values()
+        self._adapter_of_rank: dict[int, str] = {}
+        for lora_id, adapter in enumerate(sorted(adapters, key=lambda a: a.name), start=1):
+            self.engine.add_adapter(f"{adapter.name}@{lora_id}", lora_id, adapter.path)
+            self._adapter_of_rank.setdefault(adapter.rank, f"{adapter.name}@{lora_id}")
+
+    @property
+    def adapter_ranks(self) -> list[int]:
+        """The ranks a LoRA probe can give its sequences."""
+        return sorted(self._adapter_of_rank)
+
     async def prefill_seconds(self, tokens: int) -> float:
         """Median seconds of a prefill pass of `tokens` prompt tokens."""
         return statistics.median([await self._seconds(tokens) for _ in range(REPEATS)])
 
-    async def decode_step(self, batch: int, context: int, steps: int) -> tuple[float, float]:
+    async def decode_step(
+        self, batch: int, context: int, steps: int, ranks: Sequence[int] = ()
+    ) -> tuple[float, float]:
         """(median seconds, mean context tokens per sequence) of a decode step of `batch`
         sequences with prompts of `context` tokens, over at least `steps` steps in which
-        all of them decode and no prompt is computed."""
-        tokens = probe_tokens(batch, context, steps, self.max_batched_tokens)
-        stamps = await asyncio.gather(*(self._token_times(context, tokens) for _ in range(batch)))
+        all of them decode and no prompt is computed. `ranks`: one per sequence, the rank
+        of its adapter (0: none); `batch` is then their number."""
+        ranks = tuple(ranks) or (0,) * batch
+        tokens = probe_tokens(len(ranks), context, steps, self.max_batched_tokens)
+        stamps = await asyncio.gather(*(self._token_times(context, tokens, rank) for rank in ranks))
         all_decoding = max(times[0] for times in stamps)  # every prompt prefilled
         first_done = min(times[-1] for times in stamps)
         gaps = [
@@ -55,13 +78,19 @@ class StepProfiler(ChunkProfiler):
             statistics.fmean(held for _, held in gaps),
         )
 
-    async def _token_times(self, context: int, tokens: int) -> list[float]:
-        """When each step's output of one greedy request of a `context`-token prompt came."""
+    async def _token_times(self, context: int, tokens: int, rank: int = 0) -> list[float]:
+        """When each step's output of one greedy request of a `context`-token prompt came,
+        under the model's adapter of `rank` (0: none)."""
         prompt = tuple(self.rng.randrange(3, self.vocab_size) for _ in range(context))
+        adapter = {}
+        if rank:
+            name, version = self._adapter_of_rank[rank].split("@")
+            adapter = {"adapter": name, "adapter_version": int(version)}
         request = GenerationRequest(
             request_id=f"step-probe-{uuid.uuid4().hex}",
             prompt_token_ids=prompt,
             sampling=SamplingSpec(max_tokens=tokens, temperature=0.0, ignore_eos=True),
+            **adapter,
         )
         times = []
         async for delta in self.engine.generate(request):

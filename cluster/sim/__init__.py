@@ -10,4 +10,5 @@ cluster_sim.py  the disaggregated cluster: placement, dispatch, monitor rounds, 
 baseline.py     colocated vLLM-like instances, with or without chunked prefill
 results.py      TTFT, JCT, resource and utilisation of a run
 replay.py       paper replays (`tetriinfer_rows`)
+lora_routing.py LoRA requests routed over instances by rank (`tetriserve sim caraserve`)
 """

@@ -50,3 +50,17 @@ def test_ratios_and_json_keys() -> None:
     assert math.isnan(none.mean_ttft_ms)
     assert json.loads(json.dumps(report.to_json(none, none)))["tetriserve"]["mean_ttft_ms"] is None
     assert "| SLO attainment | 33.3% | 33.3% | 1.00x |" in report.to_markdown(ours, theirs, 60.0)
+
+
+def test_cold_starts_are_grouped_by_the_rank_in_the_adapters_name() -> None:
+    loads = [
+        {"adapter": "a001-r16@6", "seconds": 0.002},
+        {"adapter": "a005-r16", "seconds": 0.004},
+        {"adapter": "a002-r64@7", "seconds": 0.010},
+        {"adapter": "sql", "seconds": 1.0},  # no rank in its name: left out
+    ]
+    assert report.cold_starts_by_rank(loads) == {
+        16: (2, pytest.approx(3.0)),
+        64: (1, pytest.approx(10.0)),
+    }
+    assert "| vllm | 64 | 1 | 10.0 |" in report.cold_start_table({"vllm": loads})
