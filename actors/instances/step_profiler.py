@@ -44,7 +44,6 @@ class StepProfiler(ChunkProfiler):
             self.engine.add_adapter(f"{adapter.name}@{lora_id}", lora_id, adapter.path)
             self._adapter_of_rank.setdefault(adapter.rank, f"{adapter.name}@{lora_id}")
 
-    @property
     def adapter_ranks(self) -> list[int]:
         """The ranks a LoRA probe can give its sequences."""
         return sorted(self._adapter_of_rank)

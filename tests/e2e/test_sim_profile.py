@@ -1,12 +1,14 @@
 """`tetriserve sim profile` times the live engine and writes a cost model the simulator runs.
 
 The tiny model, a few probe sizes: the command starts a Ray cluster of its own and one
-engine, then `sim tetriinfer` replays a workload on the file it wrote.
+engine, then `sim tetriinfer` replays a workload on the file it wrote. `sim lora-profile`
+times decode steps over the model's adapters by rank, and `sim caraserve` routes on its fits.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -66,3 +68,26 @@ def test_contexts_that_do_not_fit_the_model_are_refused(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "do not fit" in refused.stdout + refused.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_lora_profile_fits_both_models_and_the_routers_run_on_it(tmp_path: Path) -> None:
+    path = tmp_path / "lora.json"
+    profiled = _tetriserve(
+        "sim", "lora-profile", "--size", "tiny", "--out", str(path),
+        "--batches", "1,2", "--context", "32",
+    )  # fmt: skip
+    assert profiled.returncode == 0, profiled.stdout + profiled.stderr
+    fits = json.loads(path.read_text())
+    # Two batch sizes, each at rank 8, rank 64, mixed and without an adapter.
+    assert {(s["batch"], s["mix"]) for s in fits["samples"]} == {
+        (b, m) for b in (1, 2) for m in ("r8", "r64", "mixed", "none")
+    }
+    assert all(sample["step_s"] > 0 for sample in fits["samples"])
+    for padding in ("padded", "unpadded"):
+        assert fits[padding]["r2"] <= 1.0
+        assert math.isfinite(fits[padding]["per_unit_s"] + fits[padding]["base_s"])
+    routed = _tetriserve(
+        "sim", "caraserve", "--cost-model", str(path), "--requests", "50", "--rate", "5",
+    )  # fmt: skip
+    assert routed.returncode == 0, routed.stdout + routed.stderr
+    assert "| rank_aware |" in routed.stdout and "| random |" in routed.stdout
