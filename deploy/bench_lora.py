@@ -45,14 +45,13 @@ from cluster.request import BASE_MODEL_NAME
 from deploy import bench_lora_report as report
 from deploy.bench_args import add_model_args, positive, sampling_args
 from deploy.bench_args import model_dir as bench_model_dir
-from deploy.bench_latency import BASELINE_FLAGS, drive
-from deploy.bench_servers import ServerProcess, free_port, running
+from deploy.bench_latency import drive
+from deploy.bench_servers import running
+from deploy.bench_workloads import NAMESPACE, vllm_on_both_cores
 from deploy.local_ray import init_ray
 from deploy.make_model_cmd import rank_list
 
 APP_NAME = "tetriserve-bench-lora"
-NAMESPACE = "tetriserve-bench"
-VLLM_CORES = 2
 WARMUP_REQUESTS = 8
 
 
@@ -95,6 +94,10 @@ class LoraBench:
     lora_root: Path
     sequence: list[str]
     work: Path
+
+    @property
+    def max_model_len(self) -> int:
+        return self.args.input_len + self.args.output_len + 64
 
     @property
     def load_log(self) -> Path:
@@ -165,33 +168,19 @@ def run_tetriserve(bench: LoraBench, progress: tqdm) -> dict[str, Any]:
     from deploy.app_builder import deployed_on_cluster
 
     config = DeploymentConfig(
-        model_dir=bench.model_dir,
-        lora_root=bench.lora_root,
-        max_model_len=bench.args.input_len + bench.args.output_len + 64,
+        model_dir=bench.model_dir, lora_root=bench.lora_root, max_model_len=bench.max_model_len
     )
     with deployed_on_cluster(config, APP_NAME, bench.args.serve_port) as base_url:
         return bench.serve("tetriserve", base_url, lambda n: f"{BASE_MODEL_NAME}:{n}", progress)
 
 
 def run_vllm(bench: LoraBench, progress: tqdm) -> dict[str, Any]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", *BASELINE_FLAGS,
-        "--max-model-len", str(bench.args.input_len + bench.args.output_len + 64),
-        "--model", str(bench.model_dir), "--port", str(port),
-    ]  # fmt: skip
-    server = ServerProcess(
-        "vLLM",
-        command,
-        port,
-        bench.work / "logs" / "vllm.log",
-        env={
-            "VLLM_CPU_KVCACHE_SPACE": "2",
-            "VLLM_CPU_OMP_THREADS_BIND": f"0-{VLLM_CORES - 1}",
-            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-            lora_load_log.ENV_VAR: str(bench.load_log),
-        },
-    )
+    env = {
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        lora_load_log.ENV_VAR: str(bench.load_log),
+    }
+    log = bench.work / "logs" / "vllm.log"
+    server = vllm_on_both_cores(bench.model_dir, bench.max_model_len, log, env)
     with running([server]):
         return bench.serve("vllm", server.base_url, lambda n: n, progress)
 

@@ -253,22 +253,22 @@ def run_tetriserve(bench: Bench, progress: tqdm) -> dict[str, report.SystemFigur
         return bench.run_system("tetriserve", base_url, busy, progress)
 
 
-def run_vllm(bench: Bench, progress: tqdm) -> dict[str, report.SystemFigures]:
+def vllm_on_both_cores(
+    model_dir: Path, max_model_len: int, log: Path, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Plain `vllm serve` with the baseline's engine settings, bound to VLLM_CORES cores."""
     port = free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", *BASELINE_FLAGS,
-        "--max-model-len", str(bench.args.max_model_len),
-        "--model", str(bench.model_dir), "--port", str(port),
+        "--max-model-len", str(max_model_len), "--model", str(model_dir), "--port", str(port),
     ]  # fmt: skip
-    server = ServerProcess(
-        "vLLM",
-        command,
-        port,
-        bench.work / "logs" / "vllm.log",
-        env={
-            "VLLM_CPU_KVCACHE_SPACE": "2",
-            "VLLM_CPU_OMP_THREADS_BIND": f"0-{VLLM_CORES - 1}",
-        },
+    cores = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": f"0-{VLLM_CORES - 1}"}
+    return ServerProcess("vLLM", command, port, log, env={**cores, **(env or {})})
+
+
+def run_vllm(bench: Bench, progress: tqdm) -> dict[str, report.SystemFigures]:
+    server = vllm_on_both_cores(
+        bench.model_dir, bench.args.max_model_len, bench.work / "logs" / "vllm.log"
     )
 
     def busy(result: dict[str, Any]) -> tuple[float, float]:
