@@ -4,8 +4,10 @@ Disaggregated (the default): memory nodes, a SuperNIC switch in front of them, t
 adapter store, serving instances that start in the prefill or the decode role (each a KV
 producer and consumer, so roles can flip), and the global scheduler. ChunkSize is the
 deployment's or, when it names none, profiled once (actors/instances/chunk_profiler.py).
-Colocated: one engine instance runs whole requests. `app_from_args` is the Serve
-application builder that `serve run deploy/serve_config.yaml` calls.
+Colocated: the adapter store and one engine instance that runs whole requests. Either way
+the ingress holds the adapter store too: it resolves each request's adapter and passes
+run-time loads on to it. `app_from_args` is the Serve application builder that `serve run
+deploy/serve_config.yaml` calls.
 """
 
 from __future__ import annotations
