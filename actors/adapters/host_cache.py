@@ -5,13 +5,17 @@ for a version of an adapter fetches its files from the LoRAAdapterStore, writes 
 folder of this instance's, and hands them to the engine (vLLM then loads them into a LoRA
 slot when it schedules the request). Beyond `capacity` adapters, the least recently used
 one that no running request holds leaves the engine and the disk. Hits, loads, load seconds
-and evictions are counted per instance under the tier label `host`.
+and evictions are counted per instance under the tier label `host`. The files live in a
+folder named after this process (`tetriserve-adapters-PID-...` in the temp directory); Ray
+kills an instance without letting it clean up, so each new cache first removes the folders
+of processes that have ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -19,6 +23,8 @@ from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from actors import metrics
 from actors.adapters.adapter_store import materialize
@@ -28,6 +34,16 @@ from tetriserve.v1 import adapters_pb2
 
 TIER = "host"
 DEFAULT_CAPACITY = 32
+FOLDER_PREFIX = "tetriserve-adapters-"
+
+
+def _own_folder(instance_id: str) -> Path:
+    """A new folder of this process's, once those of ended processes are gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-{instance_id}-"))
 
 
 class AdapterHostCache:
@@ -39,7 +55,7 @@ class AdapterHostCache:
         self._engine = engine
         self._instance_id = instance_id
         self.capacity = capacity
-        self._root = Path(tempfile.mkdtemp(prefix=f"tetriserve-{instance_id}-adapters-"))
+        self._root = _own_folder(instance_id)
         self._folders: OrderedDict[str, Path] = OrderedDict()  # adapter key → files; LRU first
         self._in_use: Counter[str] = Counter()
         self._fetching: dict[str, asyncio.Lock] = {}

@@ -4,6 +4,7 @@ least recently used adapters evicted beyond capacity, and never one a request st
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from actors.adapters.host_cache import AdapterHostCache
@@ -139,3 +140,24 @@ def test_evictions_that_run_at_once_take_each_adapter_once() -> None:
     asyncio.run(run())
     assert len(engine.removed) == len(set(engine.removed)) == 3
     assert len(cache.adapters) == 1
+
+
+def test_a_new_cache_removes_the_folders_of_ended_processes(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import tempfile
+
+    from actors.adapters.host_cache import FOLDER_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.Popen(["true"])  # a process that has ended and been reaped
+    ended.wait()
+    dead = tmp_path / f"{FOLDER_PREFIX}{ended.pid}-decode-0-abc"
+    alive = tmp_path / f"{FOLDER_PREFIX}{os.getppid()}-prefill-0-def"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text("{}")
+    _cache(capacity=1)
+    assert not dead.exists()
+    assert alive.exists()
+    own = [p for p in tmp_path.iterdir() if p.name.startswith(f"{FOLDER_PREFIX}{os.getpid()}-")]
+    assert len(own) == 1 and own[0].is_dir()
