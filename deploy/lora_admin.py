@@ -40,9 +40,9 @@ class LoraAdmin:
         try:
             return await method.remote(request.SerializeToString())
         except UnknownAdapter as exc:
-            raise APIError(404, _reason(exc), "NotFoundError", "lora_name") from None
-        except AdapterRejected as exc:
-            raise bad_request(_reason(exc), "lora_name") from None
+            raise APIError(404, _reason(exc), "NotFoundError") from None
+        except AdapterRejected as exc:  # the name, the path or the files: no one param
+            raise bad_request(_reason(exc)) from None
 
     async def _model_names(self) -> list[str]:
         """`base` and `base:NAME` for every adapter loaded now."""

@@ -134,6 +134,7 @@ def test_a_bad_load_is_a_4xx_that_changes_nothing(server: str, lora_root: Path, 
     assert answer.status_code == status
     error = answer.json()["error"]
     assert reason in error["message"] and error["code"] == status
+    assert error["type"] == "BadRequestError" and error["param"] is None  # as vLLM answers
     assert _models(server) == before
     assert _complete(server, "r8").status_code == 200
 
