@@ -70,7 +70,9 @@ def check_adapter(
     return info
 
 
-def _check_shapes(name: str, weights_file: Path, rank: int, base_shapes: Mapping[str, Shape]):
+def _check_shapes(
+    name: str, weights_file: Path, rank: int, base_shapes: Mapping[str, Shape]
+) -> None:
     try:
         with safe_open(str(weights_file), framework="np") as weights:
             shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}  # noqa: SIM118

@@ -36,8 +36,7 @@ def sampling_args(args: argparse.Namespace) -> list[str]:
 
 
 def model_dir(args: argparse.Namespace) -> Path:
-    model = getattr(args, "model", None)
-    return model if model is not None else ensure_model(args.size)
+    return args.model if args.model is not None else ensure_model(args.size)
 
 
 def workloads_arg(text: str) -> list[str]:

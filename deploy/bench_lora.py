@@ -40,11 +40,16 @@ from tqdm import tqdm
 from actors.engine import lora_load_log
 from cluster.adapter_popularity import DEFAULT_EXPONENT, adapter_sequence
 from cluster.config import DeploymentConfig
-from cluster.model_factory import ADAPTER_RANKS, AdapterSet, make_model, tetriserve_home
+from cluster.model_factory import (
+    ADAPTER_RANKS,
+    AdapterSet,
+    ensure_model,
+    make_model,
+    tetriserve_home,
+)
 from cluster.request import BASE_MODEL_NAME
 from deploy import bench_lora_report as report
 from deploy.bench_args import add_model_args, positive, sampling_args
-from deploy.bench_args import model_dir as bench_model_dir
 from deploy.bench_latency import drive
 from deploy.bench_servers import running
 from deploy.bench_workloads import NAMESPACE, vllm_on_both_cores
@@ -92,6 +97,7 @@ class LoraBench:
     args: argparse.Namespace
     model_dir: Path
     lora_root: Path
+    adapter_names: list[str]
     sequence: list[str]
     work: Path
 
@@ -140,10 +146,6 @@ class LoraBench:
         progress.update(1)
         return {"no_lora": no_lora, "lora": lora, "loads": loads}
 
-    @property
-    def adapter_names(self) -> list[str]:
-        return sorted(path.name for path in self.lora_root.iterdir() if path.is_dir())
-
 
 def _load_adapter(base_url: str, name: str, path: Path) -> None:
     answer = httpx.post(
@@ -186,13 +188,13 @@ def run_vllm(bench: LoraBench, progress: tqdm) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = bench_model_dir(args)
+    base = ensure_model(args.size)
     lora_root = adapters_model(args) / "adapters"
     work = args.out or Path(tempfile.mkdtemp(prefix="tetriserve-bench-lora-"))
     work.mkdir(parents=True, exist_ok=True)
     names = sorted(path.name for path in lora_root.iterdir() if path.is_dir())
     sequence = adapter_sequence(names, args.requests, args.zipf, args.seed)
-    bench = LoraBench(args, base, lora_root, sequence, work)
+    bench = LoraBench(args, base, lora_root, names, sequence, work)
     # tetriserve's engines log their adapter loads too (on the cluster this run starts).
     os.environ[lora_load_log.ENV_VAR] = str(bench.load_log)
     address = os.environ.get("RAY_ADDRESS")

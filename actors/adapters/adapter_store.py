@@ -105,11 +105,14 @@ class LoRAAdapterStore:
             raise AdapterNameTaken(
                 f"The lora adapter '{request.lora_name}' has already been loaded."
             )
-        path = Path(request.lora_path)
         info = check_adapter(
-            request.lora_name, path, self.lora_root, self._base_shapes, self._max_rank
+            request.lora_name,
+            Path(request.lora_path),
+            self.lora_root,
+            self._base_shapes,
+            self._max_rank,
         )
-        return self._take(info, path.resolve()).SerializeToString()
+        return self._take(info, info.path).SerializeToString()  # the path, resolved
 
     def unload(self, request_bytes: bytes) -> bytes:
         """Forgets an adapter: requests already given its version go on; UnknownAdapter if

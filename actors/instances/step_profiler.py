@@ -39,10 +39,11 @@ class StepProfiler(ChunkProfiler):
     def __init__(self, config: EngineConfig, vocab_size: int, model: ShippedModel) -> None:
         super().__init__(config, vocab_size, model)
         adapters = inspect_checkpoint(local_dir(model)).adapters.values()
-        self._adapter_of_rank: dict[int, str] = {}
+        # rank → (name, version) of the first adapter of that rank; its version is its LoRA id
+        self._adapter_of_rank: dict[int, tuple[str, int]] = {}
         for lora_id, adapter in enumerate(sorted(adapters, key=lambda a: a.name), start=1):
             self.engine.add_adapter(f"{adapter.name}@{lora_id}", lora_id, adapter.path)
-            self._adapter_of_rank.setdefault(adapter.rank, f"{adapter.name}@{lora_id}")
+            self._adapter_of_rank.setdefault(adapter.rank, (adapter.name, lora_id))
 
     def adapter_ranks(self) -> list[int]:
         """The ranks a LoRA probe can give its sequences."""
@@ -83,8 +84,8 @@ class StepProfiler(ChunkProfiler):
         prompt = tuple(self.rng.randrange(3, self.vocab_size) for _ in range(context))
         adapter = {}
         if rank:
-            name, version = self._adapter_of_rank[rank].split("@")
-            adapter = {"adapter": name, "adapter_version": int(version)}
+            name, version = self._adapter_of_rank[rank]
+            adapter = {"adapter": name, "adapter_version": version}
         request = GenerationRequest(
             request_id=f"step-probe-{uuid.uuid4().hex}",
             prompt_token_ids=prompt,
